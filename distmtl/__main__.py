@@ -1,0 +1,5 @@
+"""Allow ``python -m distmtl``."""
+
+from distmtl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""Read YAML, apply ``key=value`` overrides, and turn pydantic errors into one-line messages."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from distmtl.config.schema import Config
+from distmtl.errors import ConfigError
+
+
+def load_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """Read a YAML mapping from ``path``; missing files and malformed YAML raise :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path} (check the path)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} file {path} must hold a YAML mapping at the top level (got {type(data).__name__})")
+    return data
+
+
+def parse_set_args(items: list[str]) -> dict[str, Any]:
+    """Parse ``--set key.path=value`` items; values are read as YAML scalars (``1e-3``, ``true``, ``[1, 2]``)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value (e.g. optim.lr=0.001), got '{item}'")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot read value '{raw}' as YAML") from None
+    return overrides
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each dotted ``key.path`` set to its value (parents created as needed)."""
+    result = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = result
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot set '{dotted}': '{part}' holds a value, not a section")
+            node = child
+        node[leaf] = value
+    return result
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a raw mapping into a :class:`Config`; the first problem becomes a one-line :class:`ConfigError`."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc.errors()[0], data)}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Load, override and validate a run configuration file."""
+    data = apply_overrides(load_yaml(path), overrides or {})
+    return config_from_dict(data, source=str(path))
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+    """Render one pydantic error as ``key.path: what is wrong (what is expected)``."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        valid = _valid_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+        return f"unknown key '{key}' ({hint})"
+    if error["type"] == "missing":
+        return f"missing required key '{key}'"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error" and len(loc) <= 1:
+        return f"{key}: {message}" if loc else message
+    return f"{key}: {message} (got {error.get('input')!r})"
+
+
+def _valid_keys(parent: list[str]) -> list[str]:
+    """The field names accepted under the section at ``parent`` (for 'did you mean' hints)."""
+    model: type[BaseModel] = Config
+    for part in parent:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

@@ -1,0 +1,116 @@
+"""The configuration schema: every key a run accepts, its type, default and allowed range.
+
+Unknown keys are rejected (``extra="forbid"``) so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where samples come from, how they are split, and the train-only input noise."""
+
+    source: str = "synthetic"
+    num_samples: int = Field(2000, gt=0)
+    image_size: int = Field(32, ge=16, le=224)
+    seed: int = 0
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    target_fraction: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per task, the fraction of samples that carry its target; the rest are masked out.",
+    )
+    noise_level: float = Field(0.0, ge=0, le=1, description="Salt-and-pepper pixel fraction, training batches only.")
+    batch_size: int = Field(64, gt=0)
+    loader_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 1 (got {self.val_fraction} + {self.test_fraction})"
+            )
+        for task, frac in self.target_fraction.items():
+            if not 0 < frac <= 1:
+                raise ValueError(f"target_fraction.{task} must be in (0, 1] (got {frac})")
+        return self
+
+
+class ModelConfig(_Section):
+    """Encoder, sharing architecture and the searched capacity/regularisation knobs."""
+
+    encoder: str = "small_cnn"
+    architecture: str = "hard_sharing"
+    channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    bottleneck: int = Field(128, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _positive_channels(self) -> ModelConfig:
+        if any(c <= 0 for c in self.channels):
+            raise ValueError(f"channels must all be positive (got {self.channels})")
+        return self
+
+
+class WeightingConfig(_Section):
+    """How per-task losses combine: static weights (λ) times a dynamic strategy's factors."""
+
+    method: str = "fixed"
+    weights: dict[str, float] = Field(default_factory=dict, description="Static per-task weight; missing tasks get 1.")
+    temperature: float = Field(2.0, gt=0, description="DWA temperature T.")
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> WeightingConfig:
+        for task, w in self.weights.items():
+            if w < 0:
+                raise ValueError(f"weights.{task} must be >= 0 (got {w})")
+        return self
+
+
+class OptimConfig(_Section):
+    """Optimizer and schedule length."""
+
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(10, gt=0)
+
+
+class TrainConfig(_Section):
+    """Engine behaviour: seed, best-epoch selection, device and precision, checkpoint retention."""
+
+    seed: int = 0
+    selection_metric: str = "val/loss"
+    selection_mode: Literal["min", "max"] | None = Field(None, description="None: the metric's natural direction.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    keep_checkpoints: int | None = Field(None, gt=0, description="Checkpoints kept per run; None keeps all.")
+
+
+class Config(_Section):
+    """A complete, validated run configuration."""
+
+    tasks: list[str] = Field(min_length=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    weighting: WeightingConfig = Field(default_factory=WeightingConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _task_references(self) -> Config:
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must not repeat a name (got {self.tasks})")
+        for section, keys in (("weighting.weights", self.weighting.weights), ("data.target_fraction", self.data.target_fraction)):
+            for task in keys:
+                if task not in self.tasks:
+                    raise ValueError(f"{section} names task '{task}', which is not in tasks {self.tasks}")
+        return self

@@ -1,0 +1,44 @@
+"""How the engine hands out per-epoch metrics and checkpoints, and finds a checkpoint to resume from.
+
+Ray Train's reporter lives in :mod:`distmtl.launch`; :class:`LocalReporter` serves plain
+processes and tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    """Receives one report per epoch from every rank (a barrier under Ray Train)."""
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        """Publish ``metrics``; ``checkpoint_dir`` (rank 0 only) holds this epoch's checkpoint to persist."""
+
+    def restore_dir(self) -> contextlib.AbstractContextManager[str | None]:
+        """A directory holding the checkpoint to resume from, or ``None`` to start fresh."""
+
+
+class LocalReporter:
+    """Keeps every report in ``history`` and copies checkpoints to ``output_dir/checkpoint_XXXXXX``."""
+
+    def __init__(self, output_dir: str | Path | None = None, resume_from: str | Path | None = None) -> None:
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.resume_from = str(resume_from) if resume_from else None
+        self.history: list[dict[str, float]] = []
+        self.checkpoints: list[Path] = []
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        self.history.append(dict(metrics))
+        if checkpoint_dir and self.output_dir:
+            target = self.output_dir / f"checkpoint_{len(self.history) - 1:06d}"
+            shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
+            self.checkpoints.append(target)
+
+    @contextlib.contextmanager
+    def restore_dir(self) -> Iterator[str | None]:
+        yield self.resume_from

@@ -1,0 +1,212 @@
+"""The training loop of one worker: epochs, validation, best-epoch selection, test, checkpoints, reports."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from distmtl.config.checks import check_config
+from distmtl.config.schema import Config
+from distmtl.data.noise import salt_and_pepper
+from distmtl.data.sample_set import split_by_group
+from distmtl.data.sources import build_samples
+from distmtl.engine.accumulator import EpochAccumulator
+from distmtl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from distmtl.engine.context import DistContext, resolve_device
+from distmtl.engine.loaders import build_loaders, to_device
+from distmtl.engine.optim import build_optimizer
+from distmtl.engine.reporter import Reporter
+from distmtl.models import MultiTaskModel, build_model
+from distmtl.tasks import Task, build_tasks, selectable_metrics
+from distmtl.weighting import Weighting, build_weighting
+
+log = logging.getLogger("distmtl")
+
+
+@dataclass
+class Best:
+    """The best epoch so far on the validation selection metric, and a CPU copy of its weights."""
+
+    epoch: int = -1
+    score: float = math.nan
+    state: dict[str, torch.Tensor] | None = None
+
+    def improves(self, score: float, mode: str) -> bool:
+        if math.isnan(score):
+            return False
+        if self.epoch < 0 or math.isnan(self.score):
+            return True
+        return score < self.score if mode == "min" else score > self.score
+
+
+def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) -> dict[str, float]:
+    """Train ``config`` on this worker and return the last report (with test metrics at the best epoch).
+
+    Every rank must call this with the same config. The model is wrapped in DDP when the process
+    group has more than one rank. A checkpoint from ``reporter.restore_dir()`` resumes the run.
+    """
+    check_config(config)
+    ctx = ctx or DistContext.current(resolve_device(config.train.device))
+    torch.manual_seed(config.train.seed)
+    samples = build_samples(config.data, config.tasks)
+    splits = split_by_group(samples.groups, config.data.val_fraction, config.data.test_fraction, config.data.seed)
+    tasks = build_tasks(config.tasks, samples.specs)
+    model = build_model(config.model, tasks, in_channels=samples.images.shape[1]).to(ctx.device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    weighting = build_weighting(config.weighting, config.tasks)
+    optimizer = build_optimizer(config.optim, model)
+    selection = config.train.selection_metric
+    mode = config.train.selection_mode or selectable_metrics(tasks)[selection]
+
+    start_epoch, best = 0, Best()
+    with reporter.restore_dir() as restore:
+        if restore:
+            start_epoch, best = _restore(restore, model, optimizer, weighting)
+            log.info("resumed from %s at epoch %d", restore, start_epoch)
+    net: nn.Module = model
+    if ctx.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    loaders = build_loaders(config, samples, splits, ctx)
+    noise = torch.Generator(device=ctx.device)
+    if ctx.is_main:
+        counts = model.parameter_counts()
+        log.info("training %s on %d/%d/%d samples (train/val/test), %d parameters, %d worker(s), device %s",
+                 config.model.architecture, *map(len, splits), counts["total"], ctx.world_size, ctx.device)
+
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, config.optim.epochs):
+        started = time.perf_counter()
+        loaders.sampler.set_epoch(epoch)
+        noise.manual_seed(config.train.seed * 1_000_003 + epoch * 7919 + ctx.rank)
+        weights = weighting.weights()
+        model.train()
+        train_losses, train_metrics = _run_epoch(net, tasks, loaders.train, ctx, config, weights, optimizer, noise)
+        weighting.end_epoch(train_losses)
+        model.eval()
+        val_losses, val_metrics = _run_epoch(net, tasks, loaders.val, ctx, config, weighting.static)
+        train_time = time.perf_counter() - started
+
+        metrics = {"epoch": epoch, "epoch_time_s": train_time,
+                   "train/images_per_s": len(splits[0]) / train_time}
+        metrics.update(_flatten("train", train_losses, train_metrics, weights))
+        metrics.update(_flatten("val", val_losses, val_metrics, weighting.static))
+        metrics.update({f"weight/{t}": w for t, w in weights.items()})
+        if best.improves(metrics[selection], mode):
+            best = Best(epoch, metrics[selection], _cpu_state(model))
+        metrics.update({"best_epoch": best.epoch, f"best/{selection}": best.score})
+        if epoch == config.optim.epochs - 1:
+            metrics.update(_test_at_best(model, best, tasks, loaders.test, ctx, config, weighting.static))
+        _report(reporter, ctx, metrics, epoch, model, optimizer, weighting, best, config)
+        if ctx.is_main:
+            log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, config.optim.epochs, _summary(metrics, selection), train_time)
+    return metrics
+
+
+def _run_epoch(
+    net: nn.Module,
+    tasks: dict[str, Task],
+    loader,
+    ctx: DistContext,
+    config: Config,
+    weights: dict[str, float],
+    optimizer: torch.optim.Optimizer | None = None,
+    noise: torch.Generator | None = None,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """One pass over ``loader``: a training epoch when ``optimizer`` is given, else an evaluation."""
+    training = optimizer is not None
+    acc = EpochAccumulator(tasks, ctx.device)
+    autocast = (torch.autocast(ctx.device.type, dtype=torch.bfloat16)
+                if config.train.precision == "bf16" else nullcontext())
+    with torch.set_grad_enabled(training):
+        for batch in loader:
+            images, targets, masks = to_device(batch, ctx.device, config.train.channels_last)
+            if training:
+                images = salt_and_pepper(images, config.data.noise_level, noise)
+            with autocast:
+                outputs = net(images)
+            terms = {name: task.masked_loss_terms(outputs[name], targets[name], masks[name]) for name, task in tasks.items()}
+            if training:
+                loss = sum(weights[name] * total / count.clamp(min=1) for name, (total, count) in terms.items())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            acc.add(outputs, targets, masks, terms)
+    return acc.reduce(ctx)
+
+
+def _flatten(
+    split: str, losses: dict[str, float], metrics: dict[str, dict[str, float]], weights: dict[str, float]
+) -> dict[str, float]:
+    """``{split}/loss`` (weighted sum) plus ``{split}/{task}/loss`` and ``{split}/{task}/{metric}``."""
+    flat = {f"{split}/loss": sum(weights[t] * v for t, v in losses.items())}
+    for task, loss in losses.items():
+        flat[f"{split}/{task}/loss"] = loss
+        flat.update({f"{split}/{task}/{name}": value for name, value in metrics[task].items()})
+    return flat
+
+
+def _test_at_best(
+    model: MultiTaskModel, best: Best, tasks: dict[str, Task], loader, ctx: DistContext, config: Config,
+    weights: dict[str, float],
+) -> dict[str, float]:
+    """Test metrics of the best epoch's weights (every rank evaluates its shard; results are all-reduced)."""
+    if best.state is None:
+        return {}
+    evaluated = copy.deepcopy(model)
+    evaluated.load_state_dict(best.state)
+    evaluated.eval()
+    losses, metrics = _run_epoch(evaluated, tasks, loader, ctx, config, weights)
+    return _flatten("test", losses, metrics, weights)
+
+
+def _report(
+    reporter: Reporter, ctx: DistContext, metrics: dict[str, float], epoch: int, model: MultiTaskModel,
+    optimizer: torch.optim.Optimizer, weighting: Weighting, best: Best, config: Config,
+) -> None:
+    """Every rank reports; rank 0 attaches this epoch's checkpoint."""
+    if not ctx.is_main:
+        reporter.report(metrics, None)
+        return
+    with tempfile.TemporaryDirectory(prefix="distmtl-ckpt-") as directory:
+        save_checkpoint(directory, {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "weighting": weighting.state_dict(),
+            "best": {"epoch": best.epoch, "score": best.score, "state": best.state},
+            "rng": rng_state(),
+            "config": config.model_dump(),
+            "metrics": metrics,
+        })
+        reporter.report(metrics, directory)
+
+
+def _restore(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer, weighting: Weighting) -> tuple[int, Best]:
+    """Load a checkpoint into the model, optimizer and weighting; return (next epoch, best so far)."""
+    payload = load_checkpoint(directory)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    weighting.load_state_dict(payload["weighting"])
+    set_rng_state(payload["rng"])
+    return payload["epoch"] + 1, Best(**payload["best"])
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _summary(metrics: dict[str, Any], selection: str) -> str:
+    keys = ["train/loss", "val/loss"] + ([selection] if selection != "val/loss" else [])
+    keys += [k for k in metrics if k.startswith("test/") and k.count("/") == 2 and not k.endswith("/loss")]
+    return "  ".join(f"{k} {metrics[k]:.4g}" for k in keys)

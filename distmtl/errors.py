@@ -1,0 +1,9 @@
+"""User-facing errors: anything raised as :class:`DistmtlError` is printed as one line and exits 2."""
+
+
+class DistmtlError(Exception):
+    """A problem with the user's input (config, search space, file, flag) rather than a bug."""
+
+
+class ConfigError(DistmtlError):
+    """A configuration or search-space file is malformed, names an unknown key, or holds a bad value."""

@@ -1,0 +1,53 @@
+"""The multi-task model contract every architecture implements, and the architecture registry.
+
+Weightings and the engine rely only on this contract: ``forward`` returns ``{task: output}``,
+``shared_parameters()`` / ``task_parameters(task)`` split the parameters, and
+``representation`` is the branch point (the shared features the task heads read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from distmtl.config.schema import ModelConfig
+from distmtl.registry import Registry
+from distmtl.tasks.base import Task
+
+ARCHITECTURES: Registry = Registry("architecture", "model.architecture")
+
+
+class MultiTaskModel(nn.Module):
+    """Base class of all architectures."""
+
+    task_names: list[str]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared features at the branch point."""
+        raise NotImplementedError
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        raise NotImplementedError
+
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        raise NotImplementedError
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters in total, in the shared part, and per task (for logging and comparisons)."""
+        counts = {"total": sum(p.numel() for p in self.parameters())}
+        counts["shared"] = sum(p.numel() for p in self.shared_parameters())
+        for task in self.task_names:
+            counts[task] = sum(p.numel() for p in self.task_parameters(task))
+        return counts
+
+
+def build_model(cfg: ModelConfig, tasks: dict[str, Task], in_channels: int) -> MultiTaskModel:
+    """Build the configured architecture for ``tasks`` on images with ``in_channels`` channels."""
+    import distmtl.models.hard_sharing  # noqa: F401  (registers itself)
+
+    return ARCHITECTURES.get(cfg.architecture)(cfg, tasks, in_channels)

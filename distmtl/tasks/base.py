@@ -1,0 +1,111 @@
+"""The task contract and the registry of task kinds.
+
+A task turns a model output and a (possibly missing) target into a per-sample loss and into
+*metric state*: a 1-D float64 tensor of sums (counts, sums of errors, ...). States add across
+batches and across DDP ranks with a single all-reduce, and metrics are computed from the
+summed state once per epoch, so the hot loop never syncs with the host.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import torch
+from torch import nn
+
+from distmtl.data.sample_set import TargetSpec
+from distmtl.errors import ConfigError
+
+_KINDS: dict[str, type[Task]] = {}
+
+
+class Task(ABC):
+    """One task: its name, output size, head factory, per-sample loss and metrics."""
+
+    kind: str = ""
+    #: Metric names this kind reports, with the direction in which they improve.
+    metric_modes: dict[str, str] = {}
+
+    def __init__(self, name: str, spec: TargetSpec) -> None:
+        self.name = name
+        self.size = spec.size
+
+    def metric_state_size(self) -> int:
+        """Length of :meth:`metric_state`'s vector for this task."""
+        return 2
+
+    def head(self, in_features: int) -> nn.Module:
+        """The output layer that maps the shared representation to this task's output."""
+        return nn.Linear(in_features, self.size)
+
+    @abstractmethod
+    def per_sample_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Unreduced loss, one value per sample (targets of masked samples may be placeholders)."""
+
+    def masked_loss_terms(
+        self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of loss over samples that carry a target, number of such samples)."""
+        weights = mask.float()
+        losses = self.per_sample_loss(output.float(), self.fill_missing(target, mask))
+        return (losses * weights).sum(), weights.sum()
+
+    def fill_missing(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Replace targets of masked-out samples by a valid placeholder so the loss stays finite."""
+        shape = (-1,) + (1,) * (target.dim() - 1)
+        return torch.where(mask.view(shape), target, torch.zeros_like(target))
+
+    @abstractmethod
+    def metric_state(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Sufficient statistics of this batch's metrics (summed over masked-in samples), float64."""
+
+    @abstractmethod
+    def metrics(self, state: torch.Tensor) -> dict[str, float]:
+        """Metric values from a summed state; NaN where no sample carried a target."""
+
+
+def register_kind(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator: make a task kind available under ``name``."""
+
+    def decorator(cls: type[Task]) -> type[Task]:
+        cls.kind = name
+        _KINDS[name] = cls
+        return cls
+
+    return decorator
+
+
+def kind_names() -> list[str]:
+    """Names of all registered task kinds."""
+    _load_builtin()
+    return sorted(_KINDS)
+
+
+def build_tasks(names: list[str], specs: dict[str, TargetSpec]) -> dict[str, Task]:
+    """Instantiate one task per name, of the kind its target spec declares."""
+    _load_builtin()
+    tasks = {}
+    for name in names:
+        kind = specs[name].kind
+        if kind not in _KINDS:
+            raise ConfigError(
+                f"tasks: '{name}' is a {kind} target, and no task kind '{kind}' exists "
+                f"(available kinds: {', '.join(sorted(_KINDS))})"
+            )
+        tasks[name] = _KINDS[kind](name, specs[name])
+    return tasks
+
+
+def _load_builtin() -> None:
+    import distmtl.tasks.classification  # noqa: F401
+    import distmtl.tasks.regression  # noqa: F401
+
+
+def selectable_metrics(tasks: dict[str, Task]) -> dict[str, str]:
+    """Every validation metric the engine reports, with the direction in which it improves."""
+    names = {"val/loss": "min"}
+    for name, task in tasks.items():
+        names[f"val/{name}/loss"] = "min"
+        names.update({f"val/{name}/{metric}": mode for metric, mode in task.metric_modes.items()})
+    return names
