@@ -65,7 +65,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc.errors()[0], data)}") from None
+        raise ConfigError(f"{source}: {describe_error(exc.errors()[0])}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -74,26 +74,27 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     return config_from_dict(data, source=str(path))
 
 
-def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
-    """Render one pydantic error as ``key.path: what is wrong (what is expected)``."""
+def describe_error(error: dict[str, Any], root: type[BaseModel] = Config) -> str:
+    """Render one pydantic error of a ``root`` model as ``key.path: what is wrong (what was given)``."""
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        valid = _valid_keys(loc[:-1])
+        valid = _valid_keys(loc[:-1], root)
         close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
-        return f"unknown key '{key}' ({hint})"
+        if close:
+            return f"unknown key '{key}' (did you mean '{'.'.join(loc[:-1] + [close[0]])}'?)"
+        return f"unknown key '{key}'" + (f" (valid keys: {', '.join(valid)})" if valid else "")
     if error["type"] == "missing":
         return f"missing required key '{key}'"
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "value_error" and len(loc) <= 1:
+    if error["type"] == "value_error":
         return f"{key}: {message}" if loc else message
     return f"{key}: {message} (got {error.get('input')!r})"
 
 
-def _valid_keys(parent: list[str]) -> list[str]:
+def _valid_keys(parent: list[str], root: type[BaseModel]) -> list[str]:
     """The field names accepted under the section at ``parent`` (for 'did you mean' hints)."""
-    model: type[BaseModel] = Config
+    model = root
     for part in parent:
         annotation = model.model_fields[part].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):

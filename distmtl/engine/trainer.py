@@ -105,9 +105,19 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
         if best.improves(metrics[selection], mode):
             best = Best(epoch, metrics[selection], _cpu_state(model))
         metrics.update({"best_epoch": best.epoch, f"best/{selection}": best.score})
+        rng = rng_state()  # before the test pass, whose loader draws from the RNG, so resuming is exact
         if epoch == config.optim.epochs - 1:
             metrics.update(_test_at_best(model, best, tasks, loaders.test, ctx, config, weighting.static))
-        _report(reporter, ctx, metrics, epoch, model, optimizer, weighting, best, config)
+        _report(reporter, ctx, metrics, {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "weighting": weighting.state_dict(),
+            "best": {"epoch": best.epoch, "score": best.score, "state": best.state},
+            "rng": rng,
+            "config": config.model_dump(),
+            "metrics": metrics,
+        })
         if ctx.is_main:
             log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, config.optim.epochs, _summary(metrics, selection), train_time)
     return metrics
@@ -170,25 +180,13 @@ def _test_at_best(
     return _flatten("test", losses, metrics, weights)
 
 
-def _report(
-    reporter: Reporter, ctx: DistContext, metrics: dict[str, float], epoch: int, model: MultiTaskModel,
-    optimizer: torch.optim.Optimizer, weighting: Weighting, best: Best, config: Config,
-) -> None:
+def _report(reporter: Reporter, ctx: DistContext, metrics: dict[str, float], checkpoint: dict[str, Any]) -> None:
     """Every rank reports; rank 0 attaches this epoch's checkpoint."""
     if not ctx.is_main:
         reporter.report(metrics, None)
         return
     with tempfile.TemporaryDirectory(prefix="distmtl-ckpt-") as directory:
-        save_checkpoint(directory, {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "weighting": weighting.state_dict(),
-            "best": {"epoch": best.epoch, "score": best.score, "state": best.state},
-            "rng": rng_state(),
-            "config": config.model_dump(),
-            "metrics": metrics,
-        })
+        save_checkpoint(directory, checkpoint)
         reporter.report(metrics, directory)
 
 

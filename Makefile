@@ -1,0 +1,29 @@
+# Set-up is automatic: `make demo` and `make test` create .venv and install distmtl into it first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/distmtl tune --space search_spaces/quick.yaml
+	@echo
+	@echo "MLflow runs are in $(CURDIR)/mlflow.db (artifacts in ./mlruns). Open the UI with:"
+	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   # then browse http://127.0.0.1:5000"
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf ray_results mlruns mlflow.db .pytest_cache

@@ -1,0 +1,145 @@
+"""The ``distmtl`` command line: ``train`` and ``tune``.
+
+Input problems (bad YAML, unknown keys, out-of-range values, missing files) print one line and
+exit with status 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from distmtl.errors import DistmtlError
+from distmtl.logs import configure_logging
+
+EXIT_USAGE = 2
+
+
+def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                        help="GPUs per Train worker (0: CPU with gloo; >0: NCCL)")
+    parser.add_argument("--cpus-per-worker", type=float, default=None, metavar="C",
+                        help="CPUs per Train worker (default 1, shrunk to fit a small machine)")
+    parser.add_argument("--storage", default="ray_results", metavar="PATH",
+                        help="shared storage for results and checkpoints (a local path, NFS or s3://...)")
+    parser.add_argument("--mlflow-uri", default=None, metavar="URI",
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    parser.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment / Ray run group name")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: join a running cluster, else start a local one)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set optim.lr=0.001 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all sub-commands."""
+    parser = argparse.ArgumentParser(prog="distmtl", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final summary")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one config with Ray Train (DDP over N workers)")
+    train.add_argument("--config", required=True, metavar="FILE", help="run configuration (YAML)")
+    train.add_argument("--workers", type=int, default=2, metavar="N", help="Train workers (DDP ranks), default 2")
+    train.add_argument("--name", default=None, help="run name (default: config name + timestamp)")
+    train.add_argument("--resume", default=None, metavar="CHECKPOINT_DIR",
+                       help="resume from a checkpoint directory written by an earlier run")
+    _add_ray_options(train)
+
+    tune = sub.add_parser("tune", help="search hyperparameters with Ray Tune + Optuna + ASHA")
+    tune.add_argument("--space", required=True, metavar="FILE", help="search-space file (YAML)")
+    tune.add_argument("--num-samples", type=int, default=None, metavar="N", help="number of trials")
+    tune.add_argument("--workers-per-trial", type=int, default=None, metavar="N", help="DDP workers per trial")
+    tune.add_argument("--max-concurrent", type=int, default=None, metavar="N", help="trials running at once")
+    tune.add_argument("--dry-run", action="store_true", help="validate and print the resolved space; start nothing")
+    _add_ray_options(tune)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    configure_logging(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        return _COMMANDS[args.command](args)
+    except DistmtlError as exc:
+        print(f"distmtl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _positive(value: float | None, flag: str, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise DistmtlError(f"{flag} must be {'>= 0' if allow_zero else '> 0'} (got {value:g})")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from distmtl.config import check_config, load_config, parse_set_args
+    from distmtl.tracking import default_tracking_uri
+
+    _positive(args.workers, "--workers")
+    _positive(args.gpus_per_worker, "--gpus-per-worker", allow_zero=True)
+    _positive(args.cpus_per_worker, "--cpus-per-worker")
+    config = load_config(args.config, parse_set_args(args.overrides))
+    check_config(config)
+    if args.resume and not (Path(args.resume) / "checkpoint.pt").is_file():
+        raise DistmtlError(f"--resume: no checkpoint.pt in {args.resume} (give a checkpoint_* directory of a run)")
+    from distmtl.launch.cluster import resolve_storage
+    from distmtl.launch.run import train_on_ray
+
+    stem = Path(args.config).stem
+    metrics = train_on_ray(
+        config,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker or 0.0,
+        cpus=args.cpus_per_worker,
+        storage_path=resolve_storage(args.storage),
+        name=args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}",
+        tracking_uri=args.mlflow_uri or default_tracking_uri(),
+        experiment=args.experiment or stem,
+        resume_from=str(Path(args.resume).resolve()) if args.resume else None,
+        address=args.address,
+    )
+    print(_format_metrics("final metrics (test at the best validation epoch)", metrics))
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from distmtl.config import parse_set_args
+    from distmtl.tune.space import Space
+
+    for flag in ("num_samples", "workers_per_trial", "max_concurrent"):
+        _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    _positive(args.gpus_per_worker, "--gpus-per-worker", allow_zero=True)
+    space = Space(args.space, parse_set_args(args.overrides))
+    if args.dry_run:
+        print(space.describe())
+        return 0
+    from distmtl.tune.runner import SweepOptions, run_sweep
+
+    started = time.perf_counter()
+    result = run_sweep(space, SweepOptions(
+        num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
+        max_concurrent=args.max_concurrent, experiment=args.experiment, storage=args.storage,
+        mlflow_uri=args.mlflow_uri, address=args.address,
+    ))
+    elapsed = time.perf_counter() - started
+    print(f"\nsweep '{result.experiment}': {result.num_trials} trial(s) in {elapsed:.1f} s; results in "
+          f"{result.storage_path}/{result.experiment}")
+    print(f"best trial {result.best_trial_id} ({space.metric}, {space.mode}):")
+    for key, value in result.best_config.items():
+        print(f"  {key} = {value}")
+    print(_format_metrics("its metrics", result.best_metrics))
+    return 0
+
+
+def _format_metrics(title: str, metrics: dict) -> str:
+    keys = sorted(k for k in metrics if k.startswith(("val/", "test/")) or k in ("best_epoch", "epoch"))
+    lines = [f"{title}:"]
+    lines += [f"  {k:<28} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"  {k:<28} {metrics[k]}" for k in keys]
+    return "\n".join(lines)
+
+
+_COMMANDS = {"train": _train, "tune": _tune}

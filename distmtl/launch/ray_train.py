@@ -1,0 +1,102 @@
+"""Run the engine on N Ray Train workers with DDP (gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from distmtl.config.schema import Config
+from distmtl.engine import DistContext, train
+from distmtl.logs import configure_logging
+from distmtl.tracking import MlflowRun
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one training run asks of the cluster."""
+
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+
+class RayReporter:
+    """The engine's reporter inside a Ray Train worker.
+
+    It resumes from Ray's latest checkpoint of this run (after a worker failure or a restart of
+    the same run name), else from ``resume_from`` (a checkpoint directory the user named).
+    """
+
+    def __init__(self, resume_from: str | None = None) -> None:
+        self.resume_from = resume_from
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    @contextlib.contextmanager
+    def restore_dir(self) -> Iterator[str | None]:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield self.resume_from
+            return
+        with checkpoint.as_directory() as directory:
+            yield directory
+
+
+class MlflowEpochLogger(UserCallback):
+    """Logs rank 0's per-epoch metrics into an MLflow run that the driver created (runs on the Train controller)."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self._run: MlflowRun | None = None
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
+        if self._run is None:
+            self._run = MlflowRun.attach(self.tracking_uri, self.run_id)
+        self._run.log_metrics(metrics[0], step=int(metrics[0]["epoch"]))
+
+
+def worker_loop(payload: dict[str, Any]) -> None:
+    """Entry point of every Train worker: rebuild the config and run the engine under DDP."""
+    configure_logging(logging.INFO)
+    config = Config.model_validate(payload["config"])
+    device = torch.device("cpu") if config.train.device == "cpu" else ray.train.torch.get_device()
+    train(config, RayReporter(payload.get("resume_from")), DistContext.current(device))
+
+
+def build_trainer(
+    config: Config,
+    resources: Resources,
+    storage_path: str,
+    name: str,
+    callbacks: Sequence[UserCallback] = (),
+    resume_from: str | None = None,
+) -> TorchTrainer:
+    """A TorchTrainer that runs ``config`` on ``resources.workers`` DDP workers, checkpointing to
+    ``storage_path/name``; ``resume_from`` is a checkpoint directory every worker can read."""
+    use_gpu = resources.gpus_per_worker > 0
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = resources.gpus_per_worker
+    return TorchTrainer(
+        worker_loop,
+        train_loop_config={"config": config.model_dump(), "resume_from": resume_from},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
+            callbacks=list(callbacks),
+        ),
+    )

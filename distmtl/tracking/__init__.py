@@ -1,0 +1,5 @@
+"""Tracking: one MLflow run per training run or Tune trial (params, per-epoch metrics, config artifact)."""
+
+from distmtl.tracking.mlflow_run import MlflowRun, default_tracking_uri, flatten_params, is_run_metric
+
+__all__ = ["MlflowRun", "default_tracking_uri", "flatten_params", "is_run_metric"]

@@ -1,0 +1,178 @@
+"""The search-space file: base config, searched parameters with distributions, metric, searcher, scheduler.
+
+Example::
+
+    base: configs/joint_mapping.yaml      # relative to this file
+    metric: val/loss                      # mode defaults to the metric's natural direction
+    num_samples: 20
+    searcher: {name: optuna, sampler: tpe, seed: 0}
+    scheduler: {name: asha, grace_period: 2, reduction_factor: 2}
+    resources: {workers_per_trial: 2, gpus_per_worker: 0}
+    parameters:
+      weighting.weights.shape: {type: choice, values: [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0]}
+      optim.weight_decay: {type: loguniform, low: 1.0e-6, high: 1.0e-2}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distmtl.config import Config, apply_overrides, check_config, config_from_dict, load_yaml
+from distmtl.config.loading import describe_error
+from distmtl.errors import ConfigError
+from distmtl.tasks import build_tasks, selectable_metrics
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Parameter(_Strict):
+    """One searched parameter: ``uniform``/``loguniform`` over [low, high], ``randint`` over the integers
+    low..high inclusive, or ``choice`` among ``values``."""
+
+    type: Literal["uniform", "loguniform", "randint", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Parameter:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty 'values' list")
+            if self.low is not None or self.high is not None:
+                raise ValueError("a choice takes 'values', not low/high")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if self.values is not None:
+            raise ValueError(f"a {self.type} parameter takes low/high, not 'values'")
+        if self.low >= self.high:
+            raise ValueError(f"low must be < high (got low={self.low}, high={self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0 (got {self.low})")
+        if self.type == "randint" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"randint needs integer bounds (got {self.low}, {self.high})")
+        return self
+
+    def to_tune(self) -> Any:
+        """The equivalent Ray Tune sampler."""
+        from ray import tune
+
+        if self.type == "choice":
+            return tune.choice(self.values)
+        if self.type == "randint":
+            return tune.randint(int(self.low), int(self.high) + 1)
+        return getattr(tune, self.type)(self.low, self.high)
+
+    def representative(self) -> Any:
+        """A value from the parameter's range, used to check that the base config accepts it."""
+        if self.type == "choice":
+            return self.values[0]
+        return int(self.low) if self.type == "randint" else self.low
+
+    def describe(self) -> str:
+        if self.type == "choice":
+            return f"choice {self.values}"
+        return f"{self.type} [{self.low:g}, {self.high:g}]"
+
+
+class Searcher(_Strict):
+    name: Literal["optuna"] = "optuna"
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    storage: str | None = Field(None, description="Optuna RDB URL (e.g. sqlite:///optuna.db) to persist the study.")
+
+
+class Scheduler(_Strict):
+    name: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, gt=0)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class TrialResources(_Strict):
+    workers_per_trial: int = Field(2, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_worker: float | None = Field(None, gt=0, description="None: 1, shrunk to fit a small machine.")
+
+
+class SpaceFile(_Strict):
+    """The whole search-space file."""
+
+    base: str
+    metric: str = "val/loss"
+    mode: Literal["min", "max"] | None = None
+    num_samples: int = Field(10, gt=0)
+    max_concurrent: int | None = Field(None, gt=0)
+    searcher: Searcher = Field(default_factory=Searcher)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    resources: TrialResources = Field(default_factory=TrialResources)
+    parameters: dict[str, Parameter] = Field(min_length=1)
+
+
+class Space:
+    """A loaded, validated space: the base config as a dict, the parsed file, and derived facts."""
+
+    def __init__(self, path: str | Path, overrides: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        raw = load_yaml(self.path, what="search-space")
+        try:
+            self.file = SpaceFile.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"{self.path}: {describe_error(exc.errors()[0], SpaceFile)}") from None
+        self.base_path = (self.path.parent / self.file.base).resolve()
+        self.base = apply_overrides(load_yaml(self.base_path), overrides or {})
+        self.base_config = config_from_dict(self.base, source=str(self.base_path))
+        check_config(self.base_config)
+        for key, parameter in self.file.parameters.items():
+            config_from_dict(
+                apply_overrides(self.base, {key: parameter.representative()}),
+                source=f"{self.path}: parameters.{key}",
+            )
+        tasks = build_tasks(self.base_config.tasks, _specs(self.base_config))
+        metrics = selectable_metrics(tasks)
+        if self.file.metric not in metrics:
+            raise ConfigError(
+                f"{self.path}: metric '{self.file.metric}' is not reported by tasks {self.base_config.tasks} "
+                f"(choose one of: {', '.join(metrics)})"
+            )
+        self.metric = self.file.metric
+        self.mode = self.file.mode or metrics[self.metric]
+
+    def tune_space(self) -> dict[str, Any]:
+        """``{dotted.key: tune sampler}`` for the Tuner's ``param_space``."""
+        return {key: p.to_tune() for key, p in self.file.parameters.items()}
+
+    def trial_config(self, sampled: dict[str, Any]) -> Config:
+        """The full config of a trial: the base with the sampled values applied."""
+        return config_from_dict(apply_overrides(self.base, sampled), source=f"trial config from {self.path}")
+
+    def describe(self) -> str:
+        """A human-readable summary of the resolved space (what ``--dry-run`` prints)."""
+        f = self.file
+        lines = [
+            f"search space  {self.path}",
+            f"base config   {self.base_path}",
+            f"metric        {self.metric} ({self.mode})",
+            f"searcher      {f.searcher.name} ({f.searcher.sampler}, seed {f.searcher.seed})"
+            + (f", study stored in {f.searcher.storage}" if f.searcher.storage else ""),
+            f"scheduler     {f.scheduler.name}"
+            + (f" (max_t {self.base_config.optim.epochs} epochs, grace {f.scheduler.grace_period}, "
+               f"reduction {f.scheduler.reduction_factor:g})" if f.scheduler.name == "asha" else ""),
+            f"trials        {f.num_samples}" + (f", at most {f.max_concurrent} at once" if f.max_concurrent else ""),
+            f"per trial     {f.resources.workers_per_trial} worker(s), {f.resources.gpus_per_worker:g} GPU each",
+            "parameters:",
+        ]
+        width = max(map(len, f.parameters))
+        lines += [f"  {key:<{width}}  {p.describe()}" for key, p in f.parameters.items()]
+        return "\n".join(lines)
+
+
+def _specs(config: Config):
+    from distmtl.data.sources import check_targets
+
+    return check_targets(config.data.source, config.tasks)

@@ -1,0 +1,123 @@
+"""The engine in a plain process (and, with two gloo ranks, under torch.distributed) — no Ray."""
+
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from distmtl.data.sample_set import MultiTaskDataset, split_by_group
+from distmtl.data.sources import build_samples
+from distmtl.engine import DistContext, LocalReporter, train
+from distmtl.engine.checkpoint import load_checkpoint
+from distmtl.models import build_model
+from distmtl.tasks import build_tasks
+
+from conftest import small_config
+
+
+def test_reports_every_epoch_with_per_task_metrics_and_test_at_the_end(tmp_path):
+    config = small_config(**{"optim.epochs": 3, "weighting.method": "dwa", "weighting.weights": {"shape": 0.5}})
+    reporter = LocalReporter(tmp_path)
+    final = train(config, reporter)
+    assert [r["epoch"] for r in reporter.history] == [0, 1, 2]
+    for report in reporter.history:
+        for key in ("train/loss", "val/loss", "val/fine/accuracy", "val/colour/accuracy", "val/shape/r2",
+                    "val/shape/med", "weight/shape", "train/images_per_s"):
+            assert key in report and not math.isnan(report[key])
+    assert not any(k.startswith("test/") for r in reporter.history[:-1] for k in r)
+    assert final is not reporter.history[-1] and final == reporter.history[-1]
+    assert {"test/fine/accuracy", "test/shape/mse", "test/shape/r2"} <= set(final)
+    losses = [r["val/loss"] for r in reporter.history]
+    assert final["best_epoch"] == int(np.argmin(losses)) and final["best/val/loss"] == min(losses)
+    assert reporter.history[0]["weight/shape"] == 0.5  # static λ; DWA factors are 1 for two epochs
+
+
+def test_checkpoint_holds_the_whole_training_state(tmp_path):
+    config = small_config(**{"weighting.method": "dwa"})
+    reporter = LocalReporter(tmp_path)
+    train(config, reporter)
+    assert len(reporter.checkpoints) == 2
+    payload = load_checkpoint(reporter.checkpoints[-1])
+    assert payload["epoch"] == 1
+    assert {"model", "optimizer", "weighting", "best", "rng", "config"} <= set(payload)
+    assert len(payload["weighting"]["history"]) == 2
+    assert payload["optimizer"]["state"]  # Adam moments were saved
+    assert payload["config"]["tasks"] == ["fine", "colour", "shape"]
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    config = small_config(**{"optim.epochs": 3, "weighting.method": "dwa", "model.dropout": 0.3,
+                             "data.noise_level": 0.1})
+    straight = train(config, LocalReporter())
+    first = LocalReporter(tmp_path / "a")
+    train(small_config(**{"optim.epochs": 2, "weighting.method": "dwa", "model.dropout": 0.3,
+                          "data.noise_level": 0.1}), first)
+    resumed_reporter = LocalReporter(resume_from=first.checkpoints[-1])
+    resumed = train(config, resumed_reporter)
+    assert [r["epoch"] for r in resumed_reporter.history] == [2]
+    for key, value in straight.items():
+        if key not in ("epoch_time_s", "train/images_per_s"):
+            assert resumed[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
+def test_validation_sees_clean_images_even_with_heavy_training_noise(tmp_path):
+    """The reported validation metrics equal a noise-free evaluation of the saved model."""
+    config = small_config(**{"optim.epochs": 1, "data.noise_level": 0.9})
+    reporter = LocalReporter(tmp_path)
+    train(config, reporter)
+    payload = load_checkpoint(reporter.checkpoints[-1])
+    samples = build_samples(config.data, config.tasks)
+    _, val_idx, _ = split_by_group(samples.groups, config.data.val_fraction, config.data.test_fraction, config.data.seed)
+    tasks = build_tasks(config.tasks, samples.specs)
+    model = build_model(config.model, tasks, 3)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    batch = torch.utils.data.default_collate([MultiTaskDataset(samples, val_idx)[i] for i in range(len(val_idx))])
+    with torch.no_grad():
+        out = model(batch["image"])
+    state = tasks["colour"].metric_state(out["colour"], batch["targets"]["colour"], batch["has_target"]["colour"])
+    assert tasks["colour"].metrics(state)["accuracy"] == pytest.approx(reporter.history[0]["val/colour/accuracy"])
+
+
+def test_targets_with_fraction_are_masked_and_training_still_runs():
+    config = small_config(**{"data.target_fraction": {"shape": 0.2}})
+    samples = build_samples(config.data, config.tasks)
+    kept = samples.has_target["shape"].float().mean().item()
+    assert 0.1 < kept < 0.3 and samples.has_target["fine"].all()
+    final = train(config, LocalReporter())
+    assert not math.isnan(final["test/shape/mse"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, config_dict: dict, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    from distmtl.config import config_from_dict
+
+    reporter = LocalReporter()
+    final = train(config_from_dict(config_dict), reporter, DistContext.current(torch.device("cpu")))
+    results[rank] = {"final": final, "weights": [r["weight/shape"] for r in reporter.history]}
+    dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_agree_on_metrics_and_weights():
+    """Under DDP every rank all-reduces the same epoch sums, so reports (and DWA weights) are identical."""
+    config = small_config(**{"optim.epochs": 3, "weighting.method": "dwa"})
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_ddp_worker, args=(_free_port(), config.model_dump(), results), nprocs=2, join=True)
+        a, b = results[0], results[1]
+    assert a["weights"] == b["weights"] and a["weights"][2] != 1.0
+    for key in ("val/loss", "val/fine/accuracy", "test/shape/r2", "train/loss", "best_epoch"):
+        assert a["final"][key] == b["final"][key]
