@@ -1,4 +1,4 @@
-"""The ``distmtl`` command line: ``train`` and ``tune``.
+"""The ``distmtl`` command line: ``train``, ``tune`` and ``data convert``.
 
 Input problems (bad YAML, unknown keys, out-of-range values, missing files) print one line and
 exit with status 2 before anything starts.
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", default=None, help="run name (default: config name + timestamp)")
     train.add_argument("--resume", default=None, metavar="CHECKPOINT_DIR",
                        help="resume from a checkpoint directory written by an earlier run")
+    train.add_argument("--cv", type=int, nargs="?", const=5, default=None, metavar="K",
+                       help="grouped K-fold cross-validation (K defaults to 5): K runs, mean ± std per task")
     _add_ray_options(train)
 
     tune = sub.add_parser("tune", help="search hyperparameters with Ray Tune + Optuna + ASHA")
@@ -56,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-concurrent", type=int, default=None, metavar="N", help="trials running at once")
     tune.add_argument("--dry-run", action="store_true", help="validate and print the resolved space; start nothing")
     _add_ray_options(tune)
+
+    data = sub.add_parser("data", help="data tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    convert = data_sub.add_parser("convert", help="write a source into one chunked HDF5 file")
+    what = convert.add_mutually_exclusive_group(required=True)
+    what.add_argument("--source", help="source name (synthetic, digits, cifar100, oxford_pet, mnist, omniglot)")
+    what.add_argument("--config", metavar="FILE", help="take the data section of a run config (e.g. a combined source)")
+    convert.add_argument("--root", default=None, metavar="DIR", help="where a file-based source's files are")
+    convert.add_argument("--out", required=True, metavar="FILE.h5", help="the HDF5 file to write")
+    convert.add_argument("--chunk", type=int, default=64, metavar="N", help="samples per HDF5 chunk (default 64)")
+    convert.add_argument("--compression", default="gzip", choices=["gzip", "lzf", "none"])
+    convert.add_argument("--image-size", type=int, default=None, metavar="PX", help="image side in pixels")
+    convert.add_argument("--num-samples", type=int, default=None, metavar="N", help="generator size / subset size")
+    convert.add_argument("--seed", type=int, default=None)
     return parser
 
 
@@ -84,6 +100,10 @@ def _train(args: argparse.Namespace) -> int:
     _positive(args.cpus_per_worker, "--cpus-per-worker")
     config = load_config(args.config, parse_set_args(args.overrides))
     check_config(config)
+    if args.cv is not None and args.cv < 3:
+        raise DistmtlError(f"--cv needs at least 3 folds (test, validation and training; got {args.cv})")
+    if args.cv and args.resume:
+        raise DistmtlError("--cv and --resume cannot be combined (resume one fold's run without --cv)")
     if args.resume and not (Path(args.resume) / "checkpoint.pt").is_file():
         raise DistmtlError(f"--resume: no checkpoint.pt in {args.resume} (give a checkpoint_* directory of a run)")
     from distmtl.launch.cluster import resolve_storage
@@ -101,8 +121,14 @@ def _train(args: argparse.Namespace) -> int:
         experiment=args.experiment or stem,
         resume_from=str(Path(args.resume).resolve()) if args.resume else None,
         address=args.address,
+        cv_folds=args.cv,
     )
-    print(_format_metrics("final metrics (test at the best validation epoch)", metrics))
+    if args.cv:
+        from distmtl.launch.cross_validation import format_summary
+
+        print(format_summary(metrics, args.cv))
+    else:
+        print(_format_metrics("final metrics (test at the best validation epoch)", metrics))
     return 0
 
 
@@ -128,18 +154,39 @@ def _tune(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     print(f"\nsweep '{result.experiment}': {result.num_trials} trial(s) in {elapsed:.1f} s; results in "
           f"{result.storage_path}/{result.experiment}")
-    print(f"best trial {result.best_trial_id} ({space.metric}, {space.mode}):")
+    print(f"best trial {result.best_trial_id} ({space.tune_metric}, {space.mode}):")
     for key, value in result.best_config.items():
         print(f"  {key} = {value}")
     print(_format_metrics("its metrics", result.best_metrics))
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from distmtl.config import config_from_dict, load_yaml
+    from distmtl.data.hdf5_store import write_store
+    from distmtl.data.sources import build_source
+
+    data = load_yaml(args.config).get("data", {}) if args.config else {"source": args.source}
+    given = {"root": args.root, "image_size": args.image_size, "num_samples": args.num_samples, "seed": args.seed}
+    data.update({k: v for k, v in given.items() if v is not None})
+    config = config_from_dict({"tasks": ["_"], "data": data}, source=args.config or "data convert").data
+    out = Path(args.out)
+    if out.suffix not in (".h5", ".hdf5"):
+        raise DistmtlError(f"--out {out}: name the file *.h5")
+    started = time.perf_counter()
+    samples = build_source(config)
+    write_store(samples, out, source=config.source, chunk=args.chunk, compression=args.compression)
+    size = out.stat().st_size / 2**20
+    print(f"wrote {len(samples)} samples of {config.source} ({'×'.join(map(str, samples.image_shape))}, "
+          f"tasks: {', '.join(samples.specs)}) to {out}: {size:.1f} MiB in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def _format_metrics(title: str, metrics: dict) -> str:
-    keys = sorted(k for k in metrics if k.startswith(("val/", "test/")) or k in ("best_epoch", "epoch"))
+    keys = sorted(k for k in metrics if k.startswith(("val/", "test/", "cv/")) or k in ("best_epoch", "epoch"))
     lines = [f"{title}:"]
     lines += [f"  {k:<28} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"  {k:<28} {metrics[k]}" for k in keys]
     return "\n".join(lines)
 
 
-_COMMANDS = {"train": _train, "tune": _tune}
+_COMMANDS = {"train": _train, "tune": _tune, "data": _data}

@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distmtl.data.sample_set import MultiTaskDataset, split_by_group
+from distmtl.data.sample_set import MultiTaskDataset
+from distmtl.data.splits import split_by_group
 from distmtl.data.sources import build_samples
 from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.engine.checkpoint import load_checkpoint

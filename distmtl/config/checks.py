@@ -17,7 +17,7 @@ def check_config(config: Config) -> None:
     from distmtl.tasks import build_tasks, selectable_metrics
     from distmtl.weighting import build_weighting
 
-    specs = check_targets(config.data.source, config.tasks)
+    specs = check_targets(config.data, config.tasks)
     tasks = build_tasks(config.tasks, specs)
     build_model(config.model, tasks, in_channels=3)
     build_weighting(config.weighting, config.tasks)

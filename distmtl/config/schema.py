@@ -14,13 +14,51 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class AugmentConfig(_Section):
+    """Geometric augmentation of training samples, with a per-task policy.
+
+    A task's policy says what augmentation means for its target: ``invariant`` (the target does
+    not change: class labels), ``transform`` (the target is transformed with the image: boxes,
+    masks) or ``forbid`` (samples carrying this target are never augmented: e.g. coordinates in a
+    shape space that orientation or elongation would invalidate). Unlisted tasks get their
+    kind's default: ``forbid`` for regression, ``transform`` for detection and segmentation,
+    ``invariant`` otherwise.
+    """
+
+    hflip: float = Field(0.0, ge=0, le=1, description="Probability of a horizontal flip.")
+    rotation: float = Field(0.0, ge=0, le=180, description="Maximum rotation in degrees.")
+    shear: float = Field(0.0, ge=0, lt=90, description="Maximum shear in degrees.")
+    translate: float = Field(0.0, ge=0, le=0.5, description="Maximum shift as a fraction of the image size.")
+    policy: dict[str, Literal["invariant", "transform", "forbid"]] = Field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.hflip, self.rotation, self.shear, self.translate))
+
+
+class DataPart(_Section):
+    """One source of a combined data set."""
+
+    source: str
+    root: str | None = None
+    num_samples: int | None = Field(None, gt=0)
+    tasks: list[str] | None = Field(None, description="The part's targets to keep (default: all).")
+
+
 class DataConfig(_Section):
-    """Where samples come from, how they are split, and the train-only input noise."""
+    """Where samples come from, how they are split, and the train-only input noise and augmentation."""
 
     source: str = "synthetic"
-    num_samples: int = Field(2000, gt=0)
+    root: str | None = Field(None, description="Directory (or HDF5 file) a file-based source reads.")
+    parts: list[DataPart] = Field(default_factory=list, description="The sources of source 'combined'.")
+    num_samples: int | None = Field(
+        None, gt=0, description="Samples the generator makes (default 2000); for file sources a random subset (default all)."
+    )
     image_size: int = Field(32, ge=16, le=224)
     seed: int = 0
+    cv_folds: int = Field(5, ge=3, description="Folds of grouped cross-validation.")
+    cv_fold: int | None = Field(None, ge=0, description="Train on this fold's split instead of a random one.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     val_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.15, gt=0, lt=1)
     target_fraction: dict[str, float] = Field(
@@ -40,6 +78,10 @@ class DataConfig(_Section):
         for task, frac in self.target_fraction.items():
             if not 0 < frac <= 1:
                 raise ValueError(f"target_fraction.{task} must be in (0, 1] (got {frac})")
+        if self.cv_fold is not None and self.cv_fold >= self.cv_folds:
+            raise ValueError(f"cv_fold must be < cv_folds (got {self.cv_fold} of {self.cv_folds})")
+        if (self.source == "combined") != bool(self.parts):
+            raise ValueError("parts must be given exactly when source is 'combined'")
         return self
 
 
@@ -109,7 +151,8 @@ class Config(_Section):
     def _task_references(self) -> Config:
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must not repeat a name (got {self.tasks})")
-        for section, keys in (("weighting.weights", self.weighting.weights), ("data.target_fraction", self.data.target_fraction)):
+        for section, keys in (("weighting.weights", self.weighting.weights), ("data.target_fraction", self.data.target_fraction),
+                              ("data.augment.policy", self.data.augment.policy)):
             for task in keys:
                 if task not in self.tasks:
                     raise ValueError(f"{section} names task '{task}', which is not in tasks {self.tasks}")

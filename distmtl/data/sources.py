@@ -1,27 +1,31 @@
-"""Registry of data sources: a name maps to a function that builds a :class:`SampleSet` from the data config."""
+"""Registry of data sources: a name maps to a builder (config → sample set) and a cheap target listing.
+
+File-based sources read the real on-disk formats from ``data.root``; nothing is downloaded.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from distmtl.config.schema import DataConfig
-from distmtl.data.sample_set import SampleSet, TargetSpec
-from distmtl.errors import ConfigError
+from distmtl.data.sample_set import Samples, SampleSet, TargetSpec
+from distmtl.errors import ConfigError, DistmtlError
 
-SourceFn = Callable[[DataConfig], SampleSet]
-_SOURCES: dict[str, SourceFn] = {}
-_SPECS: dict[str, Callable[[], dict[str, TargetSpec]]] = {}
+SourceFn = Callable[[DataConfig], Samples]
+SpecsFn = Callable[[DataConfig], dict[str, TargetSpec]]
+_SOURCES: dict[str, tuple[SourceFn, SpecsFn]] = {}
 
 
-def register_source(name: str, specs: Callable[[], dict[str, TargetSpec]]) -> Callable[[SourceFn], SourceFn]:
-    """Register a source builder under ``name``; ``specs`` lists its targets without building any data."""
+def register_source(name: str, specs: SpecsFn) -> Callable[[SourceFn], SourceFn]:
+    """Register a source builder under ``name``; ``specs(cfg)`` lists its targets without loading the data."""
 
     def decorator(fn: SourceFn) -> SourceFn:
-        _SOURCES[name] = fn
-        _SPECS[name] = specs
+        _SOURCES[name] = (fn, specs)
         return fn
 
     return decorator
@@ -33,27 +37,33 @@ def source_names() -> list[str]:
     return sorted(_SOURCES)
 
 
-def source_targets(name: str) -> dict[str, TargetSpec]:
-    """The targets a source offers (cheap: builds no data)."""
+def source_targets(cfg: DataConfig) -> dict[str, TargetSpec]:
+    """The targets the configured source offers (cheap: reads at most metadata)."""
     _load_builtin()
-    if name not in _SPECS:
-        raise ConfigError(f"data.source: unknown source '{name}' (available: {', '.join(sorted(_SPECS))})")
-    return _SPECS[name]()
+    if cfg.source not in _SOURCES:
+        raise ConfigError(f"data.source: unknown source '{cfg.source}' (available: {', '.join(sorted(_SOURCES))})")
+    return _SOURCES[cfg.source][1](cfg)
 
 
-def check_targets(source: str, tasks: list[str]) -> dict[str, TargetSpec]:
-    """The specs of ``tasks`` in ``source``; a task the source lacks raises :class:`ConfigError`."""
-    available = source_targets(source)
+def check_targets(cfg: DataConfig, tasks: list[str]) -> dict[str, TargetSpec]:
+    """The specs of ``tasks`` in the configured source; a task the source lacks raises :class:`ConfigError`."""
+    available = source_targets(cfg)
     missing = [t for t in tasks if t not in available]
     if missing:
-        raise ConfigError(f"tasks: source '{source}' has no target {missing} (it offers: {', '.join(available)})")
+        raise ConfigError(f"tasks: source '{cfg.source}' has no target {missing} (it offers: {', '.join(available)})")
     return {t: available[t] for t in tasks}
 
 
-def build_samples(cfg: DataConfig, tasks: list[str]) -> SampleSet:
+def build_source(cfg: DataConfig) -> Samples:
+    """Build the configured source with all its targets."""
+    source_targets(cfg)
+    return _SOURCES[cfg.source][0](cfg)
+
+
+def build_samples(cfg: DataConfig, tasks: list[str]) -> Samples:
     """Build the configured source, keep ``tasks``, and mask out targets per ``cfg.target_fraction``."""
-    check_targets(cfg.source, tasks)
-    samples = _SOURCES[cfg.source](cfg).select_tasks(tasks)
+    check_targets(cfg, tasks)
+    samples = build_source(cfg).select_tasks(tasks)
     rng = np.random.default_rng(cfg.seed + 7919)
     for task, fraction in cfg.target_fraction.items():
         keep = torch.from_numpy(rng.random(len(samples)) < fraction)
@@ -61,6 +71,56 @@ def build_samples(cfg: DataConfig, tasks: list[str]) -> SampleSet:
     return samples
 
 
+def require_root(cfg: DataConfig, expected: str) -> Path:
+    """``data.root`` as a Path, or a one-line error saying what the source expects there."""
+    if not cfg.root:
+        raise ConfigError(f"data.root: source '{cfg.source}' reads files; set data.root to {expected}")
+    root = Path(cfg.root).expanduser()
+    if not root.exists():
+        raise DistmtlError(f"data.root: {root} does not exist (source '{cfg.source}' expects {expected})")
+    return root
+
+
+def subset(cfg: DataConfig, n: int) -> np.ndarray:
+    """Row indices to keep: all, or a seeded random ``cfg.num_samples`` of them (in file order)."""
+    if cfg.num_samples is None or cfg.num_samples >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.num_samples, replace=False))
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 N×C×H×W → N×C×size×size (bilinear, antialiased when shrinking)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """Integer N×H×W label maps → N×size×size (nearest neighbour, labels preserved)."""
+    if masks.shape[-2:] == (size, size):
+        return masks
+    return F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+
+
+def one_vs_all(labels: torch.Tensor, names: list[str], prefix: str) -> tuple[dict, dict]:
+    """Binary targets ``{prefix}{name}`` (1 where ``labels == i``) and their specs: a homogeneous problem."""
+    targets = {f"{prefix}{name}": (labels == i).long() for i, name in enumerate(names)}
+    specs = {t: TargetSpec("binary", 1, f"one-vs-all: {t}") for t in targets}
+    return targets, specs
+
+
+def all_present(targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Has-target masks for targets every sample carries."""
+    return {t: torch.ones(len(v), dtype=torch.bool) for t, v in targets.items()}
+
+
 def _load_builtin() -> None:
     """Import the built-in sources so that their decorators run (lazily: nothing heavy at import time)."""
+    import distmtl.data.cifar100  # noqa: F401
+    import distmtl.data.combined  # noqa: F401
+    import distmtl.data.digits  # noqa: F401
+    import distmtl.data.hdf5_store  # noqa: F401
+    import distmtl.data.oxford_pet  # noqa: F401
     import distmtl.data.synthetic  # noqa: F401
+    import distmtl.data.torchvision_sets  # noqa: F401

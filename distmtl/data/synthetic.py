@@ -39,10 +39,11 @@ SIZE = (0.35, 0.6)
 HUES = ("red", "yellow", "green", "cyan", "blue", "magenta")
 TEXTURES = ("h-stripes", "v-stripes", "checks", "blotches")
 _CHUNK = 256
+DEFAULT_SAMPLES = 2000
 
 
-def target_specs() -> dict[str, TargetSpec]:
-    """The targets the generator produces."""
+def target_specs(cfg: DataConfig | None = None) -> dict[str, TargetSpec]:
+    """The targets the generator produces (the same for every config)."""
     return {
         "fine": TargetSpec("classification", len(LOBES) * len(DEPTH_LEVELS), "lobe count × lobe depth"),
         "coarse": TargetSpec("classification", len(LOBES), "lobe count"),
@@ -132,7 +133,7 @@ def generate(num_samples: int, image_size: int = 64, seed: int = 0) -> SampleSet
 @register_source("synthetic", target_specs)
 def synthetic_source(cfg: DataConfig) -> SampleSet:
     """The generator as a config-driven source."""
-    return generate(cfg.num_samples, cfg.image_size, cfg.seed)
+    return generate(cfg.num_samples or DEFAULT_SAMPLES, cfg.image_size, cfg.seed)
 
 
 def _outline(size: int, lobes, depth, elongation, radius, theta, centre, phase) -> np.ndarray:

@@ -18,12 +18,11 @@ from torch.nn.parallel import DistributedDataParallel
 from distmtl.config.checks import check_config
 from distmtl.config.schema import Config
 from distmtl.data.noise import salt_and_pepper
-from distmtl.data.sample_set import split_by_group
 from distmtl.data.sources import build_samples
 from distmtl.engine.accumulator import EpochAccumulator
 from distmtl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distmtl.engine.context import DistContext, resolve_device
-from distmtl.engine.loaders import build_loaders, to_device
+from distmtl.engine.loaders import build_loaders, make_splits, to_device
 from distmtl.engine.optim import build_optimizer
 from distmtl.engine.reporter import Reporter
 from distmtl.models import MultiTaskModel, build_model
@@ -59,9 +58,9 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
     ctx = ctx or DistContext.current(resolve_device(config.train.device))
     torch.manual_seed(config.train.seed)
     samples = build_samples(config.data, config.tasks)
-    splits = split_by_group(samples.groups, config.data.val_fraction, config.data.test_fraction, config.data.seed)
+    splits = make_splits(config, samples)
     tasks = build_tasks(config.tasks, samples.specs)
-    model = build_model(config.model, tasks, in_channels=samples.images.shape[1]).to(ctx.device)
+    model = build_model(config.model, tasks, in_channels=samples.image_shape[0]).to(ctx.device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weighting = build_weighting(config.weighting, config.tasks)

@@ -8,6 +8,7 @@ from typing import Any
 
 from distmtl.config.schema import Config
 from distmtl.launch.cluster import cpus_per_worker, ensure_ray
+from distmtl.launch.cross_validation import fold_configs, summarize
 from distmtl.launch.ray_train import MlflowEpochLogger, Resources, build_trainer
 from distmtl.tracking import MlflowRun
 
@@ -26,12 +27,40 @@ def train_on_ray(
     experiment: str,
     resume_from: str | None = None,
     address: str | None = None,
+    cv_folds: int | None = None,
 ) -> dict[str, Any]:
-    """Run ``config`` on ``workers`` DDP workers; return the final report (test metrics at the best epoch)."""
+    """Run ``config`` on ``workers`` DDP workers; return the final report (test metrics at the best epoch).
+
+    With ``cv_folds`` = K, run the K folds of grouped cross-validation one after the other, each a
+    Train run and a child MLflow run of one parent run, and return the mean ± std summary.
+    """
     ensure_ray(address)
     resources = Resources(workers, gpus_per_worker, cpus_per_worker(cpus, workers))
-    run = MlflowRun(tracking_uri, experiment, name, config.model_dump(),
-                    tags={"distmtl.command": "train", "distmtl.workers": str(workers)})
+    tags = {"distmtl.command": "train", "distmtl.workers": str(workers)}
+    if not cv_folds:
+        return _tracked_run(config, resources, storage_path, name, tracking_uri, experiment, tags, resume_from)
+    parent = MlflowRun(tracking_uri, experiment, name, config.model_dump(), tags={**tags, "distmtl.cv_folds": str(cv_folds)})
+    try:
+        folds = [
+            _tracked_run(fold, resources, storage_path, f"{name}-fold{i}", tracking_uri, experiment,
+                         {**tags, "distmtl.cv_fold": str(i)}, parent_run_id=parent.run_id)
+            for i, fold in enumerate(fold_configs(config, cv_folds))
+        ]
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+    summary = summarize(folds)
+    parent.log_metrics(summary, step=0)
+    parent.finish("FINISHED")
+    return summary
+
+
+def _tracked_run(
+    config: Config, resources: Resources, storage_path: str, name: str, tracking_uri: str, experiment: str,
+    tags: dict[str, str], resume_from: str | None = None, parent_run_id: str | None = None,
+) -> dict[str, Any]:
+    """One Train run logged live (per epoch) into its own MLflow run."""
+    run = MlflowRun(tracking_uri, experiment, name, config.model_dump(), tags=tags, parent_run_id=parent_run_id)
     trainer = build_trainer(config, resources, storage_path, name,
                             callbacks=[MlflowEpochLogger(tracking_uri, run.run_id)], resume_from=resume_from)
     started = time.perf_counter()

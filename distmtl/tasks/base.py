@@ -98,6 +98,7 @@ def build_tasks(names: list[str], specs: dict[str, TargetSpec]) -> dict[str, Tas
 
 
 def _load_builtin() -> None:
+    import distmtl.tasks.binary  # noqa: F401
     import distmtl.tasks.classification  # noqa: F401
     import distmtl.tasks.regression  # noqa: F401
 

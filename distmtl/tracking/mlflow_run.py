@@ -47,7 +47,8 @@ def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 class MlflowRun:
-    """Create a run with params, tags and the resolved config as ``config.yaml``; then log metrics; then end it."""
+    """Create a run (optionally nested under ``parent_run_id``) with params, tags and the resolved config as
+    ``config.yaml``; then log metrics; then end it."""
 
     def __init__(
         self,
@@ -57,6 +58,7 @@ class MlflowRun:
         config: dict[str, Any],
         tags: dict[str, str] | None = None,
         run_id: str | None = None,
+        parent_run_id: str | None = None,
     ) -> None:
         self.client = MlflowClient(tracking_uri)
         if run_id:
@@ -64,7 +66,10 @@ class MlflowRun:
             return
         found = self.client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+        tags = dict(tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id  # shows the run nested under its parent in the UI
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         params = [Param(k, v[:6000]) for k, v in flatten_params(config).items()]
         for i in range(0, len(params), _BATCH):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distmtl.launch.cluster import TRIAL_CPUS, cpus_per_worker, ensure_ray, resolve_storage, trials_that_fit
+from distmtl.launch.cross_validation import fold_configs, summarize
 from distmtl.launch.ray_train import Resources, build_trainer
 from distmtl.tune.space import Space
 
@@ -46,15 +47,19 @@ class SweepResult:
 
 
 def trial(sampled: dict[str, Any], *, space: Space, resources: Resources, storage_path: str, experiment: str) -> None:
-    """The Tune function trainable: one Train run for one sampled configuration."""
+    """The Tune function trainable: one Train run for one sampled configuration (one per fold under CV)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     config = space.trial_config(sampled)
     trial_id = tune.get_context().get_trial_id()
-    trainer = build_trainer(config, resources, f"{storage_path}/{experiment}-train", name=trial_id,
-                            callbacks=[TuneReportCallback()])
-    trainer.fit()
+    storage = f"{storage_path}/{experiment}-train"
+    if not space.file.cv:
+        build_trainer(config, resources, storage, name=trial_id, callbacks=[TuneReportCallback()]).fit()
+        return
+    folds = [build_trainer(fold, resources, storage, name=f"{trial_id}-fold{i}").fit().metrics
+             for i, fold in enumerate(fold_configs(config, space.file.cv))]
+    tune.report({**summarize(folds), "epoch": config.optim.epochs - 1})
 
 
 def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
@@ -89,7 +94,7 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=space.base_config.optim.epochs,
                                grace_period=min(f.scheduler.grace_period, space.base_config.optim.epochs),
                                reduction_factor=f.scheduler.reduction_factor)
-                 if f.scheduler.name == "asha" else FIFOScheduler())
+                 if space.scheduler_name == "asha" else FIFOScheduler())
     trainable = tune.with_resources(
         functools.partial(trial, space=space, resources=resources, storage_path=storage_path, experiment=experiment),
         {"cpu": TRIAL_CPUS},
@@ -98,7 +103,7 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
         trainable,
         param_space=space.tune_space(),
         tune_config=tune.TuneConfig(
-            metric=space.metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
+            metric=space.tune_metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
             num_samples=options.num_samples or f.num_samples,
             max_concurrent_trials=max_concurrent,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
@@ -107,7 +112,7 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
                                   callbacks=[MlflowTrialLogger(tracking_uri, experiment, space)]),
     )
     results = tuner.fit()
-    best = results.get_best_result(metric=space.metric, mode=space.mode, scope="all")
+    best = results.get_best_result(metric=space.tune_metric, mode=space.mode, scope="all")
     sampled = {k: v for k, v in best.config.items() if k in f.parameters}
     return SweepResult(
         best_trial_id=best.metrics.get("trial_id", "?"),

@@ -4,6 +4,7 @@ Example::
 
     base: configs/joint_mapping.yaml      # relative to this file
     metric: val/loss                      # mode defaults to the metric's natural direction
+    cv: 5                                 # optional: score = mean best-epoch metric over 5 folds
     num_samples: 20
     searcher: {name: optuna, sampler: tpe, seed: 0}
     scheduler: {name: asha, grace_period: 2, reduction_factor: 2}
@@ -108,6 +109,7 @@ class SpaceFile(_Strict):
     mode: Literal["min", "max"] | None = None
     num_samples: int = Field(10, gt=0)
     max_concurrent: int | None = Field(None, gt=0)
+    cv: int | None = Field(None, ge=3, description="Score each trial by K-fold cross-validation (mean over folds).")
     searcher: Searcher = Field(default_factory=Searcher)
     scheduler: Scheduler = Field(default_factory=Scheduler)
     resources: TrialResources = Field(default_factory=TrialResources)
@@ -142,14 +144,23 @@ class Space:
             )
         self.metric = self.file.metric
         self.mode = self.file.mode or metrics[self.metric]
+        # With cross-validation a trial reports once: the folds' mean of their best-epoch metric.
+        self.tune_metric = f"cv/best/{self.metric}" if self.file.cv else self.metric
+
+    @property
+    def scheduler_name(self) -> str:
+        """ASHA needs per-epoch reports; a cross-validated trial reports once, so it runs FIFO."""
+        return "fifo" if self.file.cv else self.file.scheduler.name
 
     def tune_space(self) -> dict[str, Any]:
         """``{dotted.key: tune sampler}`` for the Tuner's ``param_space``."""
         return {key: p.to_tune() for key, p in self.file.parameters.items()}
 
     def trial_config(self, sampled: dict[str, Any]) -> Config:
-        """The full config of a trial: the base with the sampled values applied."""
-        return config_from_dict(apply_overrides(self.base, sampled), source=f"trial config from {self.path}")
+        """The full config of a trial: the base with the sampled values applied (and, under
+        cross-validation, the space's metric as the folds' best-epoch selection metric)."""
+        fixed = {"train.selection_metric": self.metric, "train.selection_mode": self.mode} if self.file.cv else {}
+        return config_from_dict(apply_overrides(self.base, {**sampled, **fixed}), source=f"trial config from {self.path}")
 
     def describe(self) -> str:
         """A human-readable summary of the resolved space (what ``--dry-run`` prints)."""
@@ -157,12 +168,13 @@ class Space:
         lines = [
             f"search space  {self.path}",
             f"base config   {self.base_path}",
-            f"metric        {self.metric} ({self.mode})",
+            f"metric        {self.tune_metric} ({self.mode})"
+            + (f": mean over {f.cv}-fold cross-validation" if f.cv else ""),
             f"searcher      {f.searcher.name} ({f.searcher.sampler}, seed {f.searcher.seed})"
             + (f", study stored in {f.searcher.storage}" if f.searcher.storage else ""),
-            f"scheduler     {f.scheduler.name}"
+            f"scheduler     {self.scheduler_name}"
             + (f" (max_t {self.base_config.optim.epochs} epochs, grace {f.scheduler.grace_period}, "
-               f"reduction {f.scheduler.reduction_factor:g})" if f.scheduler.name == "asha" else ""),
+               f"reduction {f.scheduler.reduction_factor:g})" if self.scheduler_name == "asha" else ""),
             f"trials        {f.num_samples}" + (f", at most {f.max_concurrent} at once" if f.max_concurrent else ""),
             f"per trial     {f.resources.workers_per_trial} worker(s), {f.resources.gpus_per_worker:g} GPU each",
             "parameters:",
@@ -175,4 +187,4 @@ class Space:
 def _specs(config: Config):
     from distmtl.data.sources import check_targets
 
-    return check_targets(config.data.source, config.tasks)
+    return check_targets(config.data, config.tasks)
