@@ -163,3 +163,13 @@ def test_dry_run_prints_the_resolved_space(capsys):
     assert "weighting.weights.shape  choice [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0]" in out
     assert "optim.weight_decay       loguniform [1e-06, 0.01]" in out
     assert "metric        val/loss (min)" in out
+
+
+def test_a_cross_validated_space_scores_trials_by_the_fold_mean(tmp_path):
+    base = write(tmp_path, GOOD, "base.yaml")
+    text = SPACE.format(base=base.name, param="{type: uniform, low: 0, high: 1}") + "cv: 3\n"
+    space = Space(write(tmp_path, text, "space.yaml"))
+    assert space.tune_metric == "cv/best/val/loss" and space.scheduler_name == "fifo"
+    config = space.trial_config({"optim.weight_decay": 0.5})
+    assert config.train.selection_metric == "val/loss" and config.optim.weight_decay == 0.5
+    assert "mean over 3-fold cross-validation" in space.describe()

@@ -122,3 +122,31 @@ def test_two_ddp_ranks_agree_on_metrics_and_weights():
     assert a["weights"] == b["weights"] and a["weights"][2] != 1.0
     for key in ("val/loss", "val/fine/accuracy", "test/shape/r2", "train/loss", "best_epoch"):
         assert a["final"][key] == b["final"][key]
+
+
+def test_trains_from_an_hdf5_store_with_loader_workers_and_augmentation(tmp_path):
+    from distmtl.data.hdf5_store import write_store
+    from distmtl.data.synthetic import generate
+
+    path = write_store(generate(240, 16, seed=0), tmp_path / "s.h5", source="synthetic", chunk=32)
+    config = small_config(**{"data.source": "hdf5", "data.root": str(path), "data.loader_workers": 2,
+                             "data.augment": {"hflip": 0.5, "rotation": 10}, "tasks": ["fine", "colour"]})
+    reporter = LocalReporter()
+    final = train(config, reporter)
+    assert len(reporter.history) == 2 and not math.isnan(final["test/colour/accuracy"])
+
+
+def test_a_cv_fold_trains_on_its_split():
+    from distmtl.launch.cross_validation import fold_configs
+
+    folds = fold_configs(small_config(), 3)
+    assert [(c.data.cv_folds, c.data.cv_fold) for c in folds] == [(3, 0), (3, 1), (3, 2)]
+    final = train(folds[1], LocalReporter())
+    assert not math.isnan(final["test/fine/accuracy"])
+
+
+def test_cv_summary_is_mean_and_sample_std():
+    from distmtl.launch.cross_validation import summarize
+
+    summary = summarize([{"test/a/accuracy": 0.5, "val/loss": 1.0}, {"test/a/accuracy": 0.7}, {"test/a/accuracy": 0.9}])
+    assert summary == pytest.approx({"cv/test/a/accuracy": 0.7, "cv/test/a/accuracy/std": 0.2})

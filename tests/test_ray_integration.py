@@ -60,3 +60,20 @@ def test_tune_sweep_logs_one_run_per_trial_with_params_and_per_task_metrics(ray_
         assert str(config["model"]["bottleneck"]) == run.data.params["model.bottleneck"]
     trained = {p.name for p in (tmp_path / "results" / "sweep-train").iterdir()}
     assert trained == {run.data.tags["distmtl.trial_id"] for run in runs}
+
+
+def test_cross_validation_runs_k_folds_as_child_runs(ray_cluster, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = main(["train", "--config", str(REPO / "search_spaces/configs/quick.yaml"), "--cv", "3", "--workers", "2",
+               "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--name", "cv", *tiny_overrides(),
+               "--set", "optim.epochs=1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "cross-validation over 3 folds" in out and "fine/accuracy" in out and "±" in out
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name == "cv"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["distmtl.cv_fold"] for r in children) == ["0", "1", "2"]
+    assert all(r.data.params["data.cv_folds"] == "3" for r in children)
+    assert {"cv/test/fine/accuracy", "cv/test/fine/accuracy/std"} <= set(parent.data.metrics)

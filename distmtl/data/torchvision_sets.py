@@ -1,4 +1,4 @@
-"""MNIST and Omniglot read through torchvision from a local root (``download=False``), as
+"""MNIST (through torchvision, ``download=False``) and Omniglot (torchvision's layout) from a local root, as
 homogeneous problems: one binary one-vs-all task per class (MNIST digits) or per alphabet
 (Omniglot's background set), beside the plain multi-class task.
 """
@@ -70,18 +70,21 @@ def omniglot_specs(cfg: DataConfig) -> dict[str, TargetSpec]:
 
 @register_source("omniglot", omniglot_specs)
 def omniglot_source(cfg: DataConfig) -> SampleSet:
-    from torchvision.datasets import Omniglot
+    """Reads torchvision's extracted layout directly: torchvision's ``Omniglot`` class insists on the
+    downloaded zip (it checks the archive's MD5), which a local copy of the images may not have."""
+    from PIL import Image
 
     alphabets = _alphabets(cfg)
-    dataset = Omniglot(str(Path(cfg.root).expanduser()), background=True, download=False)
-    keep = subset(cfg, len(dataset))
-    character_alphabet = [alphabets.index(c.split("/")[0]) for c in dataset._characters]
-    pixels, labels = [], []
+    directory = Path(cfg.root).expanduser() / "omniglot-py" / "images_background"
+    files = [(path, a) for a, name in enumerate(alphabets) for path in sorted((directory / name).glob("*/*.png"))]
+    if not files:
+        raise DistmtlError(f"data.root: no character images under {directory} (expected {OMNIGLOT_EXPECTED})")
+    keep = subset(cfg, len(files))
+    pixels = []
     for i in keep:
-        image, character = dataset[int(i)]
-        pixels.append(torch.from_numpy(np.asarray(image.convert("L"), dtype=np.uint8).copy()))
-        labels.append(character_alphabet[character])
-    alphabet = torch.tensor(labels, dtype=torch.long)
+        with Image.open(files[i][0]) as image:
+            pixels.append(torch.from_numpy(np.asarray(image.convert("L"), dtype=np.uint8).copy()))
+    alphabet = torch.tensor([files[i][1] for i in keep], dtype=torch.long)
     targets = {"alphabet": alphabet}
     binary, _ = one_vs_all(alphabet, [task_name(a) for a in alphabets], "alphabet_")
     targets.update(binary)

@@ -1,0 +1,131 @@
+"""The HDF5 store: round trip, chunk-aware shuffling, rank shards, atomic writes, damaged files."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from distmtl.cli import main
+from distmtl.config.schema import DataConfig
+from distmtl.data.chunk_sampler import ChunkShuffleSampler
+from distmtl.data.hdf5_store import H5SampleSet, write_store
+from distmtl.data.sources import build_source
+from distmtl.data.synthetic import generate
+from distmtl.errors import DistmtlError
+
+from fake_datasets import write_oxford_pet
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return generate(150, 16, seed=0)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
+def test_round_trip_gives_the_same_samples(tmp_path, synthetic, compression):
+    path = write_store(synthetic, tmp_path / "s.h5", source="synthetic", chunk=32, compression=compression)
+    store = H5SampleSet(path)
+    assert len(store) == 150 and store.image_shape == (3, 16, 16) and store.chunk == 32
+    assert store.specs == synthetic.specs and store.class_names == synthetic.class_names
+    indices = np.array([5, 0, 149, 77, 5])
+    memory, disk = synthetic.dataset(indices), store.dataset(indices)
+    batch = disk.__getitems__(list(range(len(indices))))
+    for i in range(len(indices)):
+        for a, b in ((memory[i], disk[i]), (memory[i], batch[i])):
+            assert torch.equal(a["image"], b["image"])
+            for task in synthetic.specs:
+                assert torch.equal(a["targets"][task], b["targets"][task])
+                assert bool(a["has_target"][task]) == bool(b["has_target"][task])
+
+
+def test_masks_groups_and_test_split_survive_the_round_trip(tmp_path):
+    write_oxford_pet(tmp_path / "pet")
+    samples = build_source(DataConfig(source="oxford_pet", root=str(tmp_path / "pet"), image_size=16))
+    store = H5SampleSet(write_store(samples, tmp_path / "pet.h5", source="oxford_pet", chunk=4))
+    assert torch.equal(store.has_target["head"], samples.has_target["head"])
+    assert np.array_equal(store.groups, samples.groups) and np.array_equal(store.test_mask, samples.test_mask)
+    assert torch.equal(store.dataset(np.arange(6))[2]["targets"]["trimap"], samples.targets["trimap"][2])
+
+
+def test_chunk_shuffle_covers_every_sample_once_and_keeps_chunks_together():
+    indices = np.arange(100, 300)  # dataset positions 0..199 over file rows 100..299
+    sampler = ChunkShuffleSampler(indices, chunk=16)
+    orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(200))
+        chunks = indices[order] // 16
+        assert np.count_nonzero(np.diff(chunks)) == len(np.unique(chunks)) - 1  # each chunk read in one run
+        orders.append(order)
+    assert orders[0] != orders[1] != orders[2]
+
+
+@pytest.mark.parametrize("n, world", [(200, 2), (101, 3), (7, 4)])
+def test_rank_shards_are_disjoint_and_complete(n, world):
+    indices = np.arange(n)
+    shards = []
+    for rank in range(world):
+        sampler = ChunkShuffleSampler(indices, chunk=8, rank=rank, world_size=world, seed=3)
+        sampler.set_epoch(2)
+        shards.append(list(sampler))
+    assert len({len(s) for s in shards}) == 1  # equal steps on every rank, as DDP requires
+    flat = [p for s in shards for p in s]
+    assert set(flat) == set(range(n))
+    assert len(flat) - n == len(flat) - len(set(flat)) < world  # only the wrap-round padding repeats
+
+
+def test_convert_writes_the_file_and_training_reads_it(tmp_path, capsys):
+    out = tmp_path / "digits.h5"
+    assert main(["data", "convert", "--source", "digits", "--out", str(out), "--image-size", "16", "--chunk", "100"]) == 0
+    assert "wrote 1797 samples of digits" in capsys.readouterr().out
+    with h5py.File(out) as f:
+        assert f["images"].chunks == (100, 1, 16, 16) and f.attrs["schema_version"] == 1
+    store = build_source(DataConfig(source="hdf5", root=str(out), image_size=16))
+    memory = build_source(DataConfig(source="digits", image_size=16))
+    assert torch.equal(store.dataset(np.arange(3))[2]["image"], memory.dataset(np.arange(3))[2]["image"])
+
+
+def test_failed_convert_leaves_no_file(tmp_path, capsys):
+    out = tmp_path / "pet.h5"
+    assert main(["data", "convert", "--source", "oxford_pet", "--root", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, synthetic, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(h5py.File, "create_dataset", explode)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_store(synthetic, tmp_path / "s.h5", source="synthetic")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_file(tmp_path, synthetic):
+    path = write_store(synthetic, tmp_path / "s.h5", source="synthetic")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(DistmtlError, match=r"cannot read .*s.h5.*truncated, corrupt or not HDF5"):
+        H5SampleSet(path)
+
+
+def test_not_hdf5(tmp_path):
+    path = tmp_path / "s.h5"
+    path.write_text("hello")
+    with pytest.raises(DistmtlError, match="truncated, corrupt or not HDF5"):
+        build_source(DataConfig(source="hdf5", root=str(path)))
+
+
+def test_other_schema_version(tmp_path, synthetic):
+    path = write_store(synthetic, tmp_path / "s.h5", source="synthetic")
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = 99
+    with pytest.raises(DistmtlError, match="schema version 99, this distmtl reads version 1"):
+        H5SampleSet(path)
+
+
+def test_image_size_must_match_the_store(tmp_path, synthetic):
+    path = write_store(synthetic, tmp_path / "s.h5", source="synthetic")
+    with pytest.raises(DistmtlError, match="data.image_size is 32 but .* holds 16 px images"):
+        build_source(DataConfig(source="hdf5", root=str(path), image_size=32))
