@@ -32,6 +32,7 @@ from distmtl.errors import DistmtlError
 SCHEMA_VERSION = 1
 COMPRESSIONS = ("gzip", "lzf", "none")
 _CACHE_BYTES = 64 * 2**20
+_MAX_GAP = 8  # rows further apart than this start a new slice read
 
 
 def write_store(samples: SampleSet, path: str | Path, *, source: str, chunk: int = 64, compression: str = "gzip") -> Path:
@@ -170,14 +171,27 @@ class H5Dataset(Dataset):
         f = self._handle()
         rows = self.indices[positions]
         unique, inverse = np.unique(rows, return_inverse=True)
-        images = torch.from_numpy(f["images"][unique])[inverse]
-        targets = {t: torch.from_numpy(f[f"targets/{t}"][unique])[inverse] for t in self.tasks}
+        read = lambda name: torch.from_numpy(_read_rows(f[name], unique))[inverse]  # noqa: E731
+        images = read("images")
+        targets = {t: read(f"targets/{t}") for t in self.tasks}
         return [
             make_item(images[k], {t: v[k] for t, v in targets.items()},
                       {t: self.has_target[t][r] for t in self.tasks}, self.augment)
             for k, r in enumerate(rows)
         ]
 
+
+
+def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """``dataset[rows]`` for sorted unique ``rows``, read as one slice per run of nearby rows and picked in
+    memory: the chunk-aware order puts a batch in a few such runs, and slices are far faster than
+    HDF5's point selection."""
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(rows) > _MAX_GAP) + 1, [len(rows)]])
+    parts = []
+    for begin, end in zip(starts[:-1], starts[1:]):
+        run = rows[begin:end]
+        parts.append(dataset[int(run[0]) : int(run[-1]) + 1][run - run[0]])
+    return np.concatenate(parts)
 
 
 def _store_path(cfg: DataConfig) -> Path:
