@@ -64,7 +64,7 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weighting = build_weighting(config.weighting, config.tasks)
-    optimizer = build_optimizer(config.optim, model)
+    optimizer = build_optimizer(config.optim, model, weighting.parameters())
     selection = config.train.selection_metric
     mode = config.train.selection_mode or selectable_metrics(tasks)[selection]
 
@@ -78,8 +78,8 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
         net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     loaders = build_loaders(config, samples, splits, ctx)
     noise = torch.Generator(device=ctx.device)
+    counts = model.parameter_counts()
     if ctx.is_main:
-        counts = model.parameter_counts()
         log.info("training %s on %d/%d/%d samples (train/val/test), %d parameters, %d worker(s), device %s",
                  config.model.architecture, *map(len, splits), counts["total"], ctx.world_size, ctx.device)
 
@@ -90,7 +90,8 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
         noise.manual_seed(config.train.seed * 1_000_003 + epoch * 7919 + ctx.rank)
         weights = weighting.weights()
         model.train()
-        train_losses, train_metrics = _run_epoch(net, tasks, loaders.train, ctx, config, weights, optimizer, noise)
+        train_losses, train_metrics = _run_epoch(net, tasks, loaders.train, ctx, config, weights, optimizer, noise,
+                                                 weighting)
         weighting.end_epoch(train_losses)
         model.eval()
         val_losses, val_metrics = _run_epoch(net, tasks, loaders.val, ctx, config, weighting.static)
@@ -101,6 +102,7 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
         metrics.update(_flatten("train", train_losses, train_metrics, weights))
         metrics.update(_flatten("val", val_losses, val_metrics, weighting.static))
         metrics.update({f"weight/{t}": w for t, w in weights.items()})
+        metrics.update({f"params/{k}": v for k, v in counts.items()})
         if best.improves(metrics[selection], mode):
             best = Best(epoch, metrics[selection], _cpu_state(model))
         metrics.update({"best_epoch": best.epoch, f"best/{selection}": best.score})
@@ -131,6 +133,7 @@ def _run_epoch(
     weights: dict[str, float],
     optimizer: torch.optim.Optimizer | None = None,
     noise: torch.Generator | None = None,
+    weighting: Weighting | None = None,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """One pass over ``loader``: a training epoch when ``optimizer`` is given, else an evaluation."""
     training = optimizer is not None
@@ -146,12 +149,21 @@ def _run_epoch(
                 outputs = net(images)
             terms = {name: task.masked_loss_terms(outputs[name], targets[name], masks[name]) for name, task in tasks.items()}
             if training:
-                loss = sum(weights[name] * total / count.clamp(min=1) for name, (total, count) in terms.items())
+                loss = weighting.combine({name: total / count.clamp(min=1) for name, (total, count) in terms.items()},
+                                         weights)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                _average_gradients(weighting.parameters(), ctx)
                 optimizer.step()
             acc.add(outputs, targets, masks, terms)
     return acc.reduce(ctx)
+
+
+def _average_gradients(parameters: list[torch.nn.Parameter], ctx: DistContext) -> None:
+    """Average the gradients of parameters outside DDP (a learned weighting's) across ranks."""
+    for p in parameters:
+        if p.grad is not None and ctx.world_size > 1:
+            ctx.all_reduce_sum(p.grad).div_(ctx.world_size)
 
 
 def _flatten(

@@ -48,6 +48,8 @@ class MultiTaskModel(nn.Module):
 
 def build_model(cfg: ModelConfig, tasks: dict[str, Task], in_channels: int) -> MultiTaskModel:
     """Build the configured architecture for ``tasks`` on images with ``in_channels`` channels."""
-    import distmtl.models.hard_sharing  # noqa: F401  (registers itself)
+    import distmtl.models.hard_sharing  # noqa: F401  (the modules register themselves)
+    import distmtl.models.independent  # noqa: F401
+    import distmtl.models.label_reuse  # noqa: F401
 
     return ARCHITECTURES.get(cfg.architecture)(cfg, tasks, in_channels)
