@@ -92,13 +92,14 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
         model.train()
         train_losses, train_metrics = _run_epoch(net, tasks, loaders.train, ctx, config, weights, optimizer, noise,
                                                  weighting)
+        train_seconds = time.perf_counter() - started
         weighting.end_epoch(train_losses)
         model.eval()
         val_losses, val_metrics = _run_epoch(net, tasks, loaders.val, ctx, config, weighting.static)
-        train_time = time.perf_counter() - started
+        epoch_seconds = time.perf_counter() - started
 
-        metrics = {"epoch": epoch, "epoch_time_s": train_time,
-                   "train/images_per_s": len(splits[0]) / train_time}
+        metrics = {"epoch": epoch, "epoch_time_s": epoch_seconds,
+                   "train/images_per_s": len(splits[0]) / train_seconds}
         metrics.update(_flatten("train", train_losses, train_metrics, weights))
         metrics.update(_flatten("val", val_losses, val_metrics, weighting.static))
         metrics.update({f"weight/{t}": w for t, w in weights.items()})
@@ -120,7 +121,7 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
             "metrics": metrics,
         })
         if ctx.is_main:
-            log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, config.optim.epochs, _summary(metrics, selection), train_time)
+            log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, config.optim.epochs, _summary(metrics, selection), epoch_seconds)
     return metrics
 
 
