@@ -48,11 +48,11 @@ def test_independent_has_about_k_times_the_encoder():
 def test_label_reuse_head_receives_the_other_heads_output(architecture, source, target):
     torch.manual_seed(0)
     model = build_model(ModelConfig(architecture=architecture, **CFG), tasks(), 3).eval()
-    assert model.heads[target].in_features == 16 + model.heads[source].out_features
+    assert model.heads[target].in_features == 16 + model.heads[source].linear.out_features
     x = torch.rand(3, 3, 16, 16)
     before = model(x)
     with torch.no_grad():
-        model.heads[source].bias.add_(torch.arange(model.heads[source].out_features).float())
+        model.heads[source].linear.bias.add_(torch.arange(model.heads[source].linear.out_features).float())
     after = model(x)
     assert not torch.allclose(before[target], after[target])  # changing the source head moves the target
     assert torch.allclose(before["shape"], after["shape"])

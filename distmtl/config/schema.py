@@ -93,6 +93,7 @@ class ModelConfig(_Section):
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
     bottleneck: int = Field(128, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
+    weights: str | None = Field(None, description="Local state-dict file for the ResNet encoders (no download).")
     fine_task: str = Field("fine", description="Label-reuse architectures: the task with the finer labels.")
     coarse_task: str = Field("coarse", description="Label-reuse architectures: the task with the coarser labels.")
 

@@ -8,13 +8,16 @@ Weightings and the engine rely only on this contract: ``forward`` returns ``{tas
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from distmtl.config.schema import ModelConfig
 from distmtl.registry import Registry
-from distmtl.tasks.base import Task
+
+if TYPE_CHECKING:
+    from distmtl.tasks.base import Task
 
 ARCHITECTURES: Registry = Registry("architecture", "model.architecture")
 

@@ -21,14 +21,14 @@ class HardSharing(MultiTaskModel):
         super().__init__()
         self.task_names = list(tasks)
         self.encoder = ENCODERS.get(cfg.encoder)(cfg, in_channels)
-        self.heads = nn.ModuleDict({name: task.head(self.encoder.out_features) for name, task in tasks.items()})
+        self.heads = nn.ModuleDict({name: task.head(self.encoder.shape) for name, task in tasks.items()})
 
     def representation(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        return self.encoder(x).vector
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        z = self.encoder(x)
-        return {name: head(z) for name, head in self.heads.items()}
+        features = self.encoder(x)
+        return {name: head(features) for name, head in self.heads.items()}
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         return self.encoder.parameters()

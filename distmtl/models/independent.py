@@ -21,11 +21,11 @@ class Independent(MultiTaskModel):
         super().__init__()
         self.task_names = list(tasks)
         self.encoders = nn.ModuleDict({t: ENCODERS.get(cfg.encoder)(cfg, in_channels) for t in tasks})
-        self.heads = nn.ModuleDict({t: task.head(self.encoders[t].out_features) for t, task in tasks.items()})
+        self.heads = nn.ModuleDict({t: task.head(self.encoders[t].shape) for t, task in tasks.items()})
 
     def representation(self, x: torch.Tensor) -> torch.Tensor:
         """There is no shared point: the task representations side by side."""
-        return torch.cat([encoder(x) for encoder in self.encoders.values()], dim=1)
+        return torch.cat([encoder(x).vector for encoder in self.encoders.values()], dim=1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {t: self.heads[t](self.encoders[t](x)) for t in self.task_names}

@@ -23,6 +23,7 @@ from distmtl.config.schema import ModelConfig
 from distmtl.errors import ConfigError
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel
 from distmtl.models.encoders import ENCODERS
+from distmtl.models.features import Features
 from distmtl.tasks.base import Task
 
 
@@ -42,12 +43,12 @@ class LabelReuse(MultiTaskModel):
         self.shared = shared
         make = lambda: ENCODERS.get(cfg.encoder)(cfg, in_channels)  # noqa: E731
         self.encoders = nn.ModuleDict({"shared": make()} if shared else {t: make() for t in tasks})
-        width = next(iter(self.encoders.values())).out_features
+        shape = next(iter(self.encoders.values())).shape
         self.heads = nn.ModuleDict({
-            t: task.head(width + (tasks[self.source].size if t == self.target else 0)) for t, task in tasks.items()
+            t: task.head(shape.widened(tasks[self.source].size) if t == self.target else shape) for t, task in tasks.items()
         })
 
-    def _encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _encode(self, x: torch.Tensor) -> dict[str, Features]:
         if self.shared:
             z = self.encoders["shared"](x)
             return {t: z for t in self.task_names}
@@ -55,14 +56,15 @@ class LabelReuse(MultiTaskModel):
 
     def representation(self, x: torch.Tensor) -> torch.Tensor:
         if self.shared:
-            return self.encoders["shared"](x)
-        return torch.cat(list(self._encode(x).values()), dim=1)
+            return self.encoders["shared"](x).vector
+        return torch.cat([f.vector for f in self._encode(x).values()], dim=1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self._encode(x)
         out = {t: self.heads[t](features[t]) for t in self.task_names if t != self.target}
         reused = torch.softmax(out[self.source], dim=1)
-        out[self.target] = self.heads[self.target](torch.cat([features[self.target], reused], dim=1))
+        own = features[self.target]
+        out[self.target] = self.heads[self.target](own.with_vector(torch.cat([own.vector, reused], dim=1)))
         return {t: out[t] for t in self.task_names}
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:

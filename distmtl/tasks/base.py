@@ -16,6 +16,8 @@ from torch import nn
 
 from distmtl.data.sample_set import TargetSpec
 from distmtl.errors import ConfigError
+from distmtl.models.features import FeatureShape
+from distmtl.models.heads import VectorHead
 
 _KINDS: dict[str, type[Task]] = {}
 
@@ -35,9 +37,9 @@ class Task(ABC):
         """Length of :meth:`metric_state`'s vector for this task."""
         return 2
 
-    def head(self, in_features: int) -> nn.Module:
-        """The output layer that maps the shared representation to this task's output."""
-        return nn.Linear(in_features, self.size)
+    def head(self, shape: FeatureShape) -> nn.Module:
+        """The module that maps an encoder's :class:`Features` to this task's output."""
+        return VectorHead(shape, self.size)
 
     @abstractmethod
     def per_sample_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -100,6 +102,9 @@ def build_tasks(names: list[str], specs: dict[str, TargetSpec]) -> dict[str, Tas
 def _load_builtin() -> None:
     import distmtl.tasks.binary  # noqa: F401
     import distmtl.tasks.classification  # noqa: F401
+    import distmtl.tasks.dense  # noqa: F401
+    import distmtl.tasks.detection  # noqa: F401
+    import distmtl.tasks.ranking  # noqa: F401
     import distmtl.tasks.regression  # noqa: F401
 
 

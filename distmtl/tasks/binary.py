@@ -24,9 +24,6 @@ class BinaryTask(Task):
 
     metric_modes = {"accuracy": "max", "balanced_accuracy": "max", "auc": "max"}
 
-    def head(self, in_features: int) -> torch.nn.Module:
-        return torch.nn.Linear(in_features, 1)
-
     def metric_state_size(self) -> int:
         return 4 + 2 * AUC_BINS
 
