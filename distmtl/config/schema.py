@@ -85,6 +85,15 @@ class DataConfig(_Section):
         return self
 
 
+class CrossStitchConfig(_Section):
+    """Cross-stitch units: initial same-task weight α, cross-task weight β (default (1 − α)/(K − 1), so
+    each unit starts as a convex mix), and the units' learning-rate multiplier."""
+
+    alpha_same: float = Field(0.9, ge=0)
+    alpha_cross: float | None = Field(None, ge=0)
+    lr_multiplier: float = Field(10.0, gt=0)
+
+
 class ModelConfig(_Section):
     """Encoder, sharing architecture and the searched capacity/regularisation knobs."""
 
@@ -94,6 +103,7 @@ class ModelConfig(_Section):
     bottleneck: int = Field(128, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     weights: str | None = Field(None, description="Local state-dict file for the ResNet encoders (no download).")
+    cross_stitch: CrossStitchConfig = Field(default_factory=CrossStitchConfig)
     fine_task: str = Field("fine", description="Label-reuse architectures: the task with the finer labels.")
     coarse_task: str = Field("coarse", description="Label-reuse architectures: the task with the coarser labels.")
 

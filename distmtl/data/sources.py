@@ -45,9 +45,14 @@ def source_targets(cfg: DataConfig) -> dict[str, TargetSpec]:
     return _SOURCES[cfg.source][1](cfg)
 
 
+#: Targets every source offers because they are derived from the image itself.
+RECONSTRUCTION = "reconstruction"
+
+
 def check_targets(cfg: DataConfig, tasks: list[str]) -> dict[str, TargetSpec]:
-    """The specs of ``tasks`` in the configured source; a task the source lacks raises :class:`ConfigError`."""
-    available = source_targets(cfg)
+    """The specs of ``tasks`` in the configured source (plus ``reconstruction``, which every source
+    offers: its target is the input image); a task the source lacks raises :class:`ConfigError`."""
+    available = {**source_targets(cfg), RECONSTRUCTION: TargetSpec("reconstruction", 0, "the input image")}
     missing = [t for t in tasks if t not in available]
     if missing:
         raise ConfigError(f"tasks: source '{cfg.source}' has no target {missing} (it offers: {', '.join(available)})")
@@ -63,7 +68,7 @@ def build_source(cfg: DataConfig) -> Samples:
 def build_samples(cfg: DataConfig, tasks: list[str]) -> Samples:
     """Build the configured source, keep ``tasks``, and mask out targets per ``cfg.target_fraction``."""
     check_targets(cfg, tasks)
-    samples = build_source(cfg).select_tasks(tasks)
+    samples = build_source(cfg).select_tasks([t for t in tasks if t != RECONSTRUCTION])
     rng = np.random.default_rng(cfg.seed + 7919)
     for task, fraction in cfg.target_fraction.items():
         keep = torch.from_numpy(rng.random(len(samples)) < fraction)

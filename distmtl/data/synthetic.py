@@ -10,7 +10,8 @@ along an axis at angle θ. Targets, by construction in two families:
 - ``coarse`` (4 classes): the lobe count alone — a grouping of ``fine`` (``coarse = fine // 3``);
 - ``shape`` (4-D "shape space", each in [0, 1]): lobe depth d (continuous; its level is part of
   ``fine``), elongation a, size s, orientation cos 2θ (rescaled);
-- ``bbox`` (x0, y0, x1, y1 in [0, 1]) and ``mask`` (object vs background), from the drawn outline.
+- ``bbox`` (x0, y0, x1, y1 in [0, 1]) and ``mask`` (object vs background), from the drawn outline;
+- ``size_rank``: the object's size as a ranking target (only the order of two images counts).
 
 *Appearance* (independent of the geometry and of each other):
 
@@ -50,6 +51,7 @@ def target_specs(cfg: DataConfig | None = None) -> dict[str, TargetSpec]:
         "colour": TargetSpec("classification", len(HUES), "object hue"),
         "texture": TargetSpec("classification", len(TEXTURES), "background pattern"),
         "shape": TargetSpec("regression", 4, "depth, elongation, size, orientation"),
+        "size_rank": TargetSpec("ranking", 1, "object size, as an order"),
         "bbox": TargetSpec("detection", 4, "object box x0, y0, x1, y1"),
         "mask": TargetSpec("segmentation", 2, "background / object"),
     }
@@ -117,6 +119,7 @@ def generate(num_samples: int, image_size: int = 64, seed: int = 0) -> SampleSet
         "colour": torch.from_numpy(colour),
         "texture": torch.from_numpy(texture),
         "shape": torch.from_numpy(shape),
+        "size_rank": torch.from_numpy(shape[:, 2].copy()),
         "bbox": torch.from_numpy(_boxes(masks)),
         "mask": torch.from_numpy(masks),
     }

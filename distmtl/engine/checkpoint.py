@@ -12,6 +12,7 @@ import torch
 from distmtl.errors import DistmtlError
 
 CHECKPOINT_FILE = "checkpoint.pt"
+FIGURES_DIR = "figures"
 FORMAT_VERSION = 1
 
 
@@ -50,3 +51,15 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
             f"checkpoint {path} has format version {payload.get('format_version')}, this distmtl reads {FORMAT_VERSION}"
         )
     return payload
+
+
+def save_figures(figures: dict, directory: Path, epoch: int) -> None:
+    """Save matplotlib figures as ``directory/<name>_epoch<NNN>.png`` and close them."""
+    if not figures:
+        return
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, figure in figures.items():
+        figure.savefig(directory / f"{name}_epoch{epoch:03d}.png", dpi=90)
+        plt.close(figure)

@@ -6,13 +6,19 @@ import torch
 from torch import nn
 
 from distmtl.config.schema import OptimConfig
+from distmtl.models.base import MultiTaskModel
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module, extra: list[nn.Parameter] | None = None) -> torch.optim.Optimizer:
-    """Adam (weight decay as an L2 term in the gradient) or AdamW (decoupled weight decay); ``extra``
-    parameters (a learned loss weighting's) form a second group without weight decay."""
+def build_optimizer(cfg: OptimConfig, model: MultiTaskModel, extra: list[nn.Parameter] | None = None) -> torch.optim.Optimizer:
+    """Adam (weight decay as an L2 term in the gradient) or AdamW (decoupled weight decay) over the
+    model's parameter groups (a group's ``lr_scale`` multiplies the learning rate); ``extra``
+    parameters (a learned loss weighting's) form one more group without weight decay."""
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    groups = [{"params": list(model.parameters())}]
+    groups = []
+    for group in model.optimizer_groups():
+        group = dict(group)
+        group["lr"] = cfg.lr * group.pop("lr_scale", 1.0)
+        groups.append(group)
     if extra:
         groups.append({"params": list(extra), "weight_decay": 0.0})
     return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -9,6 +9,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,9 +19,9 @@ from torch.nn.parallel import DistributedDataParallel
 from distmtl.config.checks import check_config
 from distmtl.config.schema import Config
 from distmtl.data.noise import salt_and_pepper
-from distmtl.data.sources import build_samples
+from distmtl.data.sources import RECONSTRUCTION, build_samples, check_targets
 from distmtl.engine.accumulator import EpochAccumulator
-from distmtl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from distmtl.engine.checkpoint import FIGURES_DIR, load_checkpoint, rng_state, save_checkpoint, save_figures, set_rng_state
 from distmtl.engine.context import DistContext, resolve_device
 from distmtl.engine.loaders import build_loaders, make_splits, to_device
 from distmtl.engine.optim import build_optimizer
@@ -59,7 +60,7 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
     torch.manual_seed(config.train.seed)
     samples = build_samples(config.data, config.tasks)
     splits = make_splits(config, samples)
-    tasks = build_tasks(config.tasks, samples.specs)
+    tasks = build_tasks(config.tasks, check_targets(config.data, config.tasks))
     model = build_model(config.model, tasks, in_channels=samples.image_shape[0]).to(ctx.device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -104,13 +105,14 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
         metrics.update(_flatten("val", val_losses, val_metrics, weighting.static))
         metrics.update({f"weight/{t}": w for t, w in weights.items()})
         metrics.update({f"params/{k}": v for k, v in counts.items()})
+        metrics.update(model.extra_metrics())
         if best.improves(metrics[selection], mode):
             best = Best(epoch, metrics[selection], _cpu_state(model))
         metrics.update({"best_epoch": best.epoch, f"best/{selection}": best.score})
         rng = rng_state()  # before the test pass, whose loader draws from the RNG, so resuming is exact
         if epoch == config.optim.epochs - 1:
             metrics.update(_test_at_best(model, best, tasks, loaders.test, ctx, config, weighting.static))
-        _report(reporter, ctx, metrics, {
+        _report(reporter, ctx, metrics, model, epoch, {
             "epoch": epoch,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -144,6 +146,9 @@ def _run_epoch(
     with torch.set_grad_enabled(training):
         for batch in loader:
             images, targets, masks = to_device(batch, ctx.device, config.train.channels_last)
+            if RECONSTRUCTION in tasks:  # the clean (un-noised) input is the target
+                targets[RECONSTRUCTION] = images
+                masks[RECONSTRUCTION] = torch.ones(len(images), dtype=torch.bool, device=images.device)
             if training:
                 images = salt_and_pepper(images, config.data.noise_level, noise)
             with autocast:
@@ -192,13 +197,16 @@ def _test_at_best(
     return _flatten("test", losses, metrics, weights)
 
 
-def _report(reporter: Reporter, ctx: DistContext, metrics: dict[str, float], checkpoint: dict[str, Any]) -> None:
-    """Every rank reports; rank 0 attaches this epoch's checkpoint."""
+def _report(reporter: Reporter, ctx: DistContext, metrics: dict[str, float], model: MultiTaskModel, epoch: int,
+            checkpoint: dict[str, Any]) -> None:
+    """Every rank reports; rank 0 attaches this epoch's checkpoint, with the model's figures as PNGs
+    in its ``figures/`` folder (the tracking callbacks log them to MLflow)."""
     if not ctx.is_main:
         reporter.report(metrics, None)
         return
     with tempfile.TemporaryDirectory(prefix="distmtl-ckpt-") as directory:
         save_checkpoint(directory, checkpoint)
+        save_figures(model.figures(), Path(directory) / FIGURES_DIR, epoch)
         reporter.report(metrics, directory)
 
 

@@ -64,6 +64,9 @@ class MlflowEpochLogger(UserCallback):
         if self._run is None:
             self._run = MlflowRun.attach(self.tracking_uri, self.run_id)
         self._run.log_metrics(metrics[0], step=int(metrics[0]["epoch"]))
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                self._run.log_figures(directory)
 
 
 def worker_loop(payload: dict[str, Any]) -> None:

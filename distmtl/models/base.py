@@ -40,6 +40,18 @@ class MultiTaskModel(nn.Module):
     def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
         raise NotImplementedError
 
+    def optimizer_groups(self) -> list[dict]:
+        """Parameter groups for the optimizer; a group may carry ``lr_scale`` (a learning-rate multiplier)."""
+        return [{"params": list(self.parameters())}]
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Scalars about the model itself to report each epoch (e.g. learned mixing weights)."""
+        return {}
+
+    def figures(self) -> dict:
+        """Matplotlib figures to store with each epoch's checkpoint and log to MLflow (name → figure)."""
+        return {}
+
     def parameter_counts(self) -> dict[str, int]:
         """Parameters in total, in the shared part, and per task (for logging and comparisons)."""
         counts = {"total": sum(p.numel() for p in self.parameters())}
@@ -51,7 +63,8 @@ class MultiTaskModel(nn.Module):
 
 def build_model(cfg: ModelConfig, tasks: dict[str, Task], in_channels: int) -> MultiTaskModel:
     """Build the configured architecture for ``tasks`` on images with ``in_channels`` channels."""
-    import distmtl.models.hard_sharing  # noqa: F401  (the modules register themselves)
+    import distmtl.models.cross_stitch  # noqa: F401  (the modules register themselves)
+    import distmtl.models.hard_sharing  # noqa: F401
     import distmtl.models.independent  # noqa: F401
     import distmtl.models.label_reuse  # noqa: F401
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.train import Checkpoint
 from ray.tune import Callback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from distmtl.tracking import MlflowRun
 from distmtl.tune.space import Space
@@ -32,8 +34,12 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run = self.runs.get(trial.trial_id)
-        if run is not None:
-            run.log_metrics(result, step=int(result.get("epoch", result.get("training_iteration", 0))))
+        if run is None:
+            return
+        run.log_metrics(result, step=int(result.get("epoch", result.get("training_iteration", 0))))
+        if result.get(CHECKPOINT_PATH_KEY):
+            with Checkpoint(result[CHECKPOINT_PATH_KEY]).as_directory() as directory:
+                run.log_figures(directory)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "FINISHED")

@@ -1,0 +1,112 @@
+"""Cross-stitch networks (Misra et al., 2016): one encoder branch per task, and after every encoder
+stage a cross-stitch unit that mixes the branches' feature maps with a learned K×K matrix per
+channel: x̃_k[c] = Σ_j α[c, k, j]·x_j[c]. With α = identity the branches are independent networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from distmtl.config.schema import ModelConfig
+from distmtl.models.base import ARCHITECTURES, MultiTaskModel
+from distmtl.models.encoders import ENCODERS
+from distmtl.models.features import Features
+from distmtl.tasks.base import Task
+
+
+class CrossStitchUnit(nn.Module):
+    """α of shape (channels, K, K), initialised to ``same`` on the diagonal and ``cross`` elsewhere."""
+
+    def __init__(self, tasks: int, channels: int, same: float, cross: float) -> None:
+        super().__init__()
+        init = torch.full((tasks, tasks), cross)
+        init.fill_diagonal_(same)
+        self.alpha = nn.Parameter(init.expand(channels, tasks, tasks).clone())
+
+    def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        mixed = torch.einsum("ckj,jbchw->kbchw", self.alpha, torch.stack(maps))
+        return list(mixed.unbind(0))
+
+
+@ARCHITECTURES.register("cross_stitch")
+class CrossStitch(MultiTaskModel):
+    """K encoder branches stitched after every stage; each task's head reads its own branch."""
+
+    def __init__(self, cfg: ModelConfig, tasks: dict[str, Task], in_channels: int) -> None:
+        super().__init__()
+        self.task_names = list(tasks)
+        k = len(tasks)
+        self.branches = nn.ModuleDict({t: ENCODERS.get(cfg.encoder)(cfg, in_channels) for t in tasks})
+        first = self.branches[self.task_names[0]]
+        cs = cfg.cross_stitch
+        cross = cs.alpha_cross if cs.alpha_cross is not None else (1.0 - cs.alpha_same) / max(k - 1, 1)
+        self.units = nn.ModuleList(CrossStitchUnit(k, c, cs.alpha_same, cross) for c in first.stage_channels)
+        self.lr_multiplier = cs.lr_multiplier
+        self.heads = nn.ModuleDict({t: task.head(self.branches[t].shape) for t, task in tasks.items()})
+
+    def encode(self, x: torch.Tensor) -> dict[str, Features]:
+        """Every branch's features, stage by stage with the cross-stitch mixing in between."""
+        size = tuple(x.shape[-2:])
+        branches = [self.branches[t] for t in self.task_names]
+        current = [x] * len(branches)
+        maps: list[list[torch.Tensor]] = [[] for _ in branches]
+        for s, unit in enumerate(self.units):
+            current = unit([b.stages[s](m) for b, m in zip(branches, current)])
+            for k, m in enumerate(current):
+                maps[k].append(m)
+        return {t: Features(b.bottleneck(current[k]), maps[k], size) for k, (t, b) in enumerate(zip(self.task_names, branches))}
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([f.vector for f in self.encode(x).values()], dim=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.encode(x)
+        return {t: self.heads[t](features[t]) for t in self.task_names}
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        return self.units.parameters()
+
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        yield from self.branches[task].parameters()
+        yield from self.heads[task].parameters()
+
+    def optimizer_groups(self) -> list[dict]:
+        units = {id(p) for p in self.units.parameters()}
+        return [{"params": [p for p in self.parameters() if id(p) not in units]},
+                {"params": list(self.units.parameters()), "lr_scale": self.lr_multiplier, "weight_decay": 0.0}]
+
+    def alphas(self) -> list[torch.Tensor]:
+        """Each unit's K×K mixing matrix averaged over channels (rows: receiving task)."""
+        return [unit.alpha.detach().mean(dim=0).cpu() for unit in self.units]
+
+    def extra_metrics(self) -> dict[str, float]:
+        metrics = {}
+        for s, alpha in enumerate(self.alphas()):
+            off = ~torch.eye(len(alpha), dtype=torch.bool)
+            metrics[f"cross_stitch/stage{s}/same"] = alpha.diagonal().mean().item()
+            metrics[f"cross_stitch/stage{s}/cross"] = alpha[off].mean().item() if off.any() else 0.0
+        return metrics
+
+    def figures(self) -> dict:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        alphas = self.alphas()
+        fig, axes = plt.subplots(1, len(alphas), figsize=(3.2 * len(alphas), 3.2), squeeze=False)
+        for s, (ax, alpha) in enumerate(zip(axes[0], alphas)):
+            ax.imshow(alpha.numpy(), cmap="viridis", vmin=0, vmax=max(1.0, alpha.max().item()))
+            ax.set_title(f"stage {s}")
+            ax.set_xticks(range(len(self.task_names)), self.task_names, rotation=45, ha="right")
+            ax.set_yticks(range(len(self.task_names)), self.task_names)
+            for (i, j), value in np.ndenumerate(alpha.numpy()):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=7)
+        fig.suptitle("cross-stitch α (mean over channels; row = receiving task)")
+        fig.tight_layout()
+        return {"cross_stitch_alpha": fig}
+
