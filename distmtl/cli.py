@@ -1,4 +1,4 @@
-"""The ``distmtl`` command line: ``train``, ``tune`` and ``data convert``.
+"""The ``distmtl`` command line: ``train``, ``tune``, ``baseline`` and ``data convert``.
 
 Input problems (bad YAML, unknown keys, out-of-range values, missing files) print one line and
 exit with status 2 before anything starts.
@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-concurrent", type=int, default=None, metavar="N", help="trials running at once")
     tune.add_argument("--dry-run", action="store_true", help="validate and print the resolved space; start nothing")
     _add_ray_options(tune)
+
+    baseline = sub.add_parser("baseline", help="transfer-learning baseline: frozen classifier + ridge map")
+    baseline.add_argument("--config", required=True, metavar="FILE", help="run configuration (YAML)")
+    baseline.add_argument("--classify", required=True, metavar="TASK", help="the classification task to train")
+    baseline.add_argument("--map", required=True, metavar="TASK", help="the regression (coordinates) task to map to")
+    baseline.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    baseline.add_argument("--mlflow-uri", default=None, metavar="URI")
+    baseline.add_argument("--experiment", default=None, metavar="NAME")
 
     data = sub.add_parser("data", help="data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -161,6 +169,26 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from distmtl.config import check_config, load_config, parse_set_args
+    from distmtl.evaluation.transfer import transfer_baseline
+    from distmtl.tracking import MlflowRun, default_tracking_uri
+
+    config = load_config(args.config, parse_set_args(args.overrides))
+    check_config(config)
+    result = transfer_baseline(config, args.classify, args.map)
+    run = MlflowRun(args.mlflow_uri or default_tracking_uri(), args.experiment or Path(args.config).stem,
+                    f"transfer-baseline-{args.classify}-{args.map}", config.model_dump(),
+                    tags={"distmtl.command": "baseline"})
+    run.log_metrics(result, step=config.optim.epochs - 1)
+    run.finish()
+    print(f"transfer baseline: '{args.classify}' classifier frozen, ridge (alpha {result['transfer/ridge_alpha']:g}) "
+          f"to '{args.map}':")
+    for key in sorted(k for k in result if k.startswith(("test/", "transfer/test/"))):
+        print(f"  {key:<36} {result[key]:.4f}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from distmtl.config import config_from_dict, load_yaml
     from distmtl.data.hdf5_store import write_store
@@ -189,4 +217,4 @@ def _format_metrics(title: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-_COMMANDS = {"train": _train, "tune": _tune, "data": _data}
+_COMMANDS = {"train": _train, "tune": _tune, "baseline": _baseline, "data": _data}

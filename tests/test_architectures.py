@@ -80,3 +80,77 @@ def test_uncertainty_combines_losses_as_defined():
     assert torch.isclose(total, expected)
     total.backward()
     assert w.log_vars.grad is not None and w.log_vars.grad[0] == pytest.approx(0.5 * (1 - 3.0))
+
+
+def test_cross_stitch_at_identity_equals_independent_branches():
+    cfg = ModelConfig(architecture="cross_stitch", cross_stitch={"alpha_same": 1.0, "alpha_cross": 0.0}, **CFG)
+    torch.manual_seed(0)
+    stitched = build_model(cfg, tasks(), 3).eval()
+    independent = build_model(ModelConfig(architecture="independent", **CFG), tasks(), 3).eval()
+    independent.encoders.load_state_dict(stitched.branches.state_dict())
+    independent.heads.load_state_dict(stitched.heads.state_dict())
+    x = torch.rand(2, 3, 16, 16)
+    a, b = stitched(x), independent(x)
+    assert all(torch.allclose(a[t], b[t], atol=1e-6) for t in a)
+
+
+def test_cross_stitch_mixes_branches_and_trains_its_units_faster():
+    from distmtl.config.schema import OptimConfig
+    from distmtl.engine.optim import build_optimizer
+
+    model = build_model(ModelConfig(architecture="cross_stitch", **CFG), tasks(), 3)
+    alpha = model.alphas()[0]
+    assert torch.allclose(alpha.diagonal(), torch.full((3,), 0.9)) and alpha[0, 1] == pytest.approx(0.05)
+    optimizer = build_optimizer(OptimConfig(lr=1e-3), model)
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, pytest.approx(1e-2)]
+    assert set(model.extra_metrics()) == {"cross_stitch/stage0/same", "cross_stitch/stage0/cross",
+                                          "cross_stitch/stage1/same", "cross_stitch/stage1/cross"}
+    assert "cross_stitch_alpha" in model.figures()
+
+
+@pytest.mark.parametrize("encoder, channels, size", [("sketch_a_net", 1, 224), ("resnet18", 3, 64), ("resnet34", 1, 32)])
+def test_encoders_give_vector_and_stage_maps(encoder, channels, size):
+    cfg = ModelConfig(encoder=encoder, bottleneck=24, dropout=0.3)
+    model = build_model(cfg, build_tasks(["fine", "mask"], target_specs()), channels).eval()
+    out = model(torch.rand(2, channels, size, size))
+    assert out["fine"].shape == (2, 12) and out["mask"].shape == (2, 2, size, size)
+    assert model.representation(torch.rand(1, channels, size, size)).shape == (1, 24)
+
+
+def test_resnet_reads_weights_only_from_a_local_file(tmp_path):
+    from torchvision.models import resnet18
+
+    reference = resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    encoder = ENCODERS.get("resnet18")(ModelConfig(encoder="resnet18", weights=str(tmp_path / "r18.pth")), 3)
+    assert torch.equal(encoder.stages[0][0].weight, reference.conv1.weight)
+    with pytest.raises(ConfigError, match="model.weights: .*missing.pth not found"):
+        ENCODERS.get("resnet18")(ModelConfig(encoder="resnet18", weights=str(tmp_path / "missing.pth")), 3)
+
+
+def test_aux_transfer_fuses_frozen_encoders_of_earlier_runs(tmp_path):
+    base = {"tasks": ["bbox"], "train.selection_metric": "val/bbox/iou", "optim.epochs": 1}
+    aux = LocalReporter(tmp_path / "aux")
+    train(small_config(**base), aux)
+    target = small_config(**{"tasks": ["mask"], "model.architecture": "aux_transfer",
+                             "model.aux_checkpoints": [str(aux.checkpoints[-1])], "optim.epochs": 2})
+    model = build_model(target.model, build_tasks(["mask"], target_specs()), 3)
+    frozen = {k: v.clone() for k, v in model.aux.state_dict().items()}
+    assert not any(p.requires_grad for p in model.aux.parameters())
+    assert torch.equal(frozen["0.stages.0.0.weight"], aux.best_state["encoder.stages.0.0.weight"])
+    reporter = LocalReporter(tmp_path / "target")
+    final = train(target, reporter)
+    assert final["params/frozen"] == sum(v.numel() for k, v in frozen.items() if "running" not in k and "num_batches" not in k)
+    from distmtl.engine.checkpoint import load_checkpoint
+
+    trained = load_checkpoint(reporter.checkpoints[-1])["model"]
+    assert all(torch.equal(trained[f"aux.{k}"], v) for k, v in frozen.items())  # weights and BN statistics untouched
+
+
+def test_aux_transfer_needs_checkpoints_of_the_same_width(tmp_path):
+    with pytest.raises(ConfigError, match="needs at least one checkpoint"):
+        build_model(ModelConfig(architecture="aux_transfer", **CFG), tasks(), 3)
+    aux = LocalReporter(tmp_path)
+    train(small_config(**{"tasks": ["fine"], "optim.epochs": 1, "model.channels": [4, 8]}), aux)
+    with pytest.raises(ConfigError, match=r"stage widths \[4, 8\], this model \[8, 16\]"):
+        build_model(ModelConfig(architecture="aux_transfer", aux_checkpoints=[str(aux.checkpoints[-1])], **CFG), tasks(), 3)

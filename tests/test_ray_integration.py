@@ -77,3 +77,18 @@ def test_cross_validation_runs_k_folds_as_child_runs(ray_cluster, tmp_path, caps
     assert sorted(r.data.tags["distmtl.cv_fold"] for r in children) == ["0", "1", "2"]
     assert all(r.data.params["data.cv_folds"] == "3" for r in children)
     assert {"cv/test/fine/accuracy", "cv/test/fine/accuracy/std"} <= set(parent.data.metrics)
+
+
+def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = main(["tune", "--space", str(REPO / "search_spaces/cross_stitch.yaml"), "--num-samples", "1",
+               "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--experiment", "cs",
+               "--set", "data.num_samples=160", "--set", "data.image_size=32", "--set", "optim.epochs=2",
+               "--set", "model.channels=[8,16]", "--set", "model.bottleneck=16"])
+    assert rc == 0
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cs").experiment_id])
+    assert {"val/mask/miou", "val/bbox/iou", "val/fine/accuracy", "params/total", "params/mask",
+            "cross_stitch/stage0/same"} <= set(run.data.metrics)
+    figures = [f.path for f in client.list_artifacts(run.info.run_id, "figures")]
+    assert figures == ["figures/cross_stitch_alpha_epoch000.png", "figures/cross_stitch_alpha_epoch001.png"]

@@ -104,6 +104,9 @@ class ModelConfig(_Section):
     dropout: float = Field(0.0, ge=0, lt=1)
     weights: str | None = Field(None, description="Local state-dict file for the ResNet encoders (no download).")
     cross_stitch: CrossStitchConfig = Field(default_factory=CrossStitchConfig)
+    aux_checkpoints: list[str] = Field(
+        default_factory=list, description="aux_transfer: checkpoint directories of earlier runs whose encoders are fused."
+    )
     fine_task: str = Field("fine", description="Label-reuse architectures: the task with the finer labels.")
     coarse_task: str = Field("coarse", description="Label-reuse architectures: the task with the coarser labels.")
 

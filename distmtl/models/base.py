@@ -63,7 +63,8 @@ class MultiTaskModel(nn.Module):
 
 def build_model(cfg: ModelConfig, tasks: dict[str, Task], in_channels: int) -> MultiTaskModel:
     """Build the configured architecture for ``tasks`` on images with ``in_channels`` channels."""
-    import distmtl.models.cross_stitch  # noqa: F401  (the modules register themselves)
+    import distmtl.models.aux_transfer  # noqa: F401  (the modules register themselves)
+    import distmtl.models.cross_stitch  # noqa: F401
     import distmtl.models.hard_sharing  # noqa: F401
     import distmtl.models.independent  # noqa: F401
     import distmtl.models.label_reuse  # noqa: F401

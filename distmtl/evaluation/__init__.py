@@ -1,0 +1,1 @@
+"""Evaluation beyond the training loop: the transfer-learning baseline and representation analysis."""

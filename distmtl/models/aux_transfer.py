@@ -1,0 +1,106 @@
+"""Auxiliary transfer: the target tasks' encoder fuses, after every stage, the feature maps of frozen
+encoders taken from earlier runs (e.g. a detection-only and a classification-only run), through a
+cross-stitch row: x̃_own[c] = α[c, own]·x_own[c] + Σ_aux α[c, aux]·x_aux[c].
+
+``model.aux_checkpoints`` names the earlier runs' checkpoint directories; each must hold a
+``hard_sharing`` model whose encoder has this run's stage widths. Their best-epoch weights are
+loaded and frozen (eval mode, no gradients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from distmtl.config.schema import Config, ModelConfig
+from distmtl.errors import ConfigError
+from distmtl.models.base import ARCHITECTURES, MultiTaskModel, build_model
+from distmtl.models.cross_stitch import CrossStitchUnit
+from distmtl.models.encoders import ENCODERS, Encoder
+from distmtl.models.features import Features
+from distmtl.tasks.base import Task
+
+
+def load_frozen_encoder(directory: str, in_channels: int) -> Encoder:
+    """The encoder of the hard-sharing model saved in ``directory`` (best-epoch weights), frozen."""
+    from distmtl.data.sources import check_targets
+    from distmtl.engine.checkpoint import load_checkpoint
+    from distmtl.tasks.base import build_tasks
+
+    payload = load_checkpoint(directory)
+    config = Config.model_validate(payload["config"])
+    if config.model.architecture != "hard_sharing":
+        raise ConfigError(f"model.aux_checkpoints: {directory} holds a {config.model.architecture} model; "
+                          "auxiliary encoders come from hard_sharing runs")
+    model = build_model(config.model, build_tasks(config.tasks, check_targets(config.data, config.tasks)), in_channels)
+    model.load_state_dict(payload["best"]["state"] or payload["model"])
+    encoder = model.encoder
+    encoder.requires_grad_(False)
+    return encoder.eval()
+
+
+@ARCHITECTURES.register("aux_transfer")
+class AuxTransfer(MultiTaskModel):
+    """Own trainable encoder + frozen auxiliary encoders fused stage by stage; heads on the fused features."""
+
+    def __init__(self, cfg: ModelConfig, tasks: dict[str, Task], in_channels: int) -> None:
+        super().__init__()
+        if not cfg.aux_checkpoints:
+            raise ConfigError("model.aux_checkpoints: aux_transfer needs at least one checkpoint directory of an earlier run")
+        self.task_names = list(tasks)
+        self.encoder = ENCODERS.get(cfg.encoder)(cfg, in_channels)
+        self.aux = nn.ModuleList(load_frozen_encoder(d, in_channels) for d in cfg.aux_checkpoints)
+        for directory, aux in zip(cfg.aux_checkpoints, self.aux):
+            if aux.stage_channels != self.encoder.stage_channels:
+                raise ConfigError(f"model.aux_checkpoints: {directory} has stage widths {aux.stage_channels}, "
+                                  f"this model {self.encoder.stage_channels}; use the same encoder and channels")
+        k = 1 + len(self.aux)
+        cs = cfg.cross_stitch
+        cross = cs.alpha_cross if cs.alpha_cross is not None else (1.0 - cs.alpha_same) / (k - 1)
+        self.units = nn.ModuleList(CrossStitchUnit(k, c, cs.alpha_same, cross) for c in self.encoder.stage_channels)
+        self.lr_multiplier = cs.lr_multiplier
+        self.heads = nn.ModuleDict({t: task.head(self.encoder.shape) for t, task in tasks.items()})
+
+    def train(self, mode: bool = True) -> AuxTransfer:
+        super().train(mode)
+        self.aux.eval()  # frozen: batch-norm statistics stay as trained
+        return self
+
+    def encode(self, x: torch.Tensor) -> Features:
+        size = tuple(x.shape[-2:])
+        own, aux = x, [x] * len(self.aux)
+        maps = []
+        for s, unit in enumerate(self.units):
+            own = self.encoder.stages[s](own)
+            with torch.no_grad():
+                aux = [encoder.stages[s](m) for encoder, m in zip(self.aux, aux)]
+            own = unit([own, *aux])[0]
+            maps.append(own)
+        return Features(self.encoder.bottleneck(own), maps, size)  # type: ignore[arg-type]
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x).vector
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.encode(x)
+        return {t: self.heads[t](features) for t in self.task_names}
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.encoder.parameters()
+        yield from self.units.parameters()
+
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        return self.heads[task].parameters()
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = super().parameter_counts()
+        counts["frozen"] = sum(p.numel() for p in self.aux.parameters())
+        return counts
+
+    def optimizer_groups(self) -> list[dict]:
+        units = {id(p) for p in self.units.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad and id(p) not in units]
+        return [{"params": trainable},
+                {"params": list(self.units.parameters()), "lr_scale": self.lr_multiplier, "weight_decay": 0.0}]
