@@ -150,3 +150,15 @@ def test_cv_summary_is_mean_and_sample_std():
 
     summary = summarize([{"test/a/accuracy": 0.5, "val/loss": 1.0}, {"test/a/accuracy": 0.7}, {"test/a/accuracy": 0.9}])
     assert summary == pytest.approx({"cv/test/a/accuracy": 0.7, "cv/test/a/accuracy/std": 0.2})
+
+
+def test_unused_parameters_are_detected_for_ddp():
+    from distmtl.engine.trainer import _has_unused_parameters
+
+    dense_only = build_model(small_config(**{"tasks": ["mask"]}).model, build_tasks(["mask"], build_samples(
+        small_config().data, ["mask"]).specs), 3)
+    assert _has_unused_parameters(dense_only, (3, 16, 16), torch.device("cpu"))  # the bottleneck feeds no head
+    both = build_model(small_config().model, build_tasks(["fine", "mask"], build_samples(
+        small_config().data, ["fine", "mask"]).specs), 3)
+    assert not _has_unused_parameters(both, (3, 16, 16), torch.device("cpu"))
+    assert all(p.grad is None for p in both.parameters())

@@ -76,7 +76,8 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
             log.info("resumed from %s at epoch %d", restore, start_epoch)
     net: nn.Module = model
     if ctx.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                                      find_unused_parameters=_has_unused_parameters(model, samples.image_shape, ctx.device))
     loaders = build_loaders(config, samples, splits, ctx)
     noise = torch.Generator(device=ctx.device)
     counts = model.parameter_counts()
@@ -163,6 +164,17 @@ def _run_epoch(
                 optimizer.step()
             acc.add(outputs, targets, masks, terms)
     return acc.reduce(ctx)
+
+
+def _has_unused_parameters(model: nn.Module, image_shape: tuple[int, ...], device: torch.device) -> bool:
+    """Whether some trainable parameter gets no gradient from the task outputs (e.g. a bottleneck that
+    only dense heads follow); DDP must then look for unused parameters every step, or it hangs."""
+    model.eval()
+    outputs = model(torch.zeros(2, *image_shape, device=device))
+    sum(o.float().sum() for o in outputs.values()).backward()
+    unused = any(p.requires_grad and p.grad is None for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    return unused
 
 
 def _average_gradients(parameters: list[torch.nn.Parameter], ctx: DistContext) -> None:
