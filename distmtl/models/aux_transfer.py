@@ -17,7 +17,7 @@ from torch import nn
 from distmtl.config.schema import Config, ModelConfig
 from distmtl.errors import ConfigError
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel, build_model
-from distmtl.models.cross_stitch import CrossStitchUnit
+from distmtl.models.cross_stitch import stitch_optimizer_groups, stitch_units
 from distmtl.models.encoders import ENCODERS, Encoder
 from distmtl.models.features import Features
 from distmtl.tasks.base import Task
@@ -56,11 +56,8 @@ class AuxTransfer(MultiTaskModel):
             if aux.stage_channels != self.encoder.stage_channels:
                 raise ConfigError(f"model.aux_checkpoints: {directory} has stage widths {aux.stage_channels}, "
                                   f"this model {self.encoder.stage_channels}; use the same encoder and channels")
-        k = 1 + len(self.aux)
-        cs = cfg.cross_stitch
-        cross = cs.alpha_cross if cs.alpha_cross is not None else (1.0 - cs.alpha_same) / (k - 1)
-        self.units = nn.ModuleList(CrossStitchUnit(k, c, cs.alpha_same, cross) for c in self.encoder.stage_channels)
-        self.lr_multiplier = cs.lr_multiplier
+        self.units = stitch_units(cfg.cross_stitch, 1 + len(self.aux), self.encoder.stage_channels)
+        self.lr_multiplier = cfg.cross_stitch.lr_multiplier
         self.heads = nn.ModuleDict({t: task.head(self.encoder.shape) for t, task in tasks.items()})
 
     def train(self, mode: bool = True) -> AuxTransfer:
@@ -100,7 +97,4 @@ class AuxTransfer(MultiTaskModel):
         return counts
 
     def optimizer_groups(self) -> list[dict]:
-        units = {id(p) for p in self.units.parameters()}
-        trainable = [p for p in self.parameters() if p.requires_grad and id(p) not in units]
-        return [{"params": trainable},
-                {"params": list(self.units.parameters()), "lr_scale": self.lr_multiplier, "weight_decay": 0.0}]
+        return stitch_optimizer_groups(self, self.units, self.lr_multiplier)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distmtl.config.schema import ModelConfig
+from distmtl.config.schema import CrossStitchConfig, ModelConfig
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel
 from distmtl.models.encoders import ENCODERS
 from distmtl.models.features import Features
@@ -32,6 +32,19 @@ class CrossStitchUnit(nn.Module):
         return list(mixed.unbind(0))
 
 
+def stitch_units(cfg: CrossStitchConfig, tasks: int, channels: list[int]) -> nn.ModuleList:
+    """One unit per stage; β defaults to (1 − α)/(K − 1) so every unit starts as a convex mix."""
+    cross = cfg.alpha_cross if cfg.alpha_cross is not None else (1.0 - cfg.alpha_same) / max(tasks - 1, 1)
+    return nn.ModuleList(CrossStitchUnit(tasks, c, cfg.alpha_same, cross) for c in channels)
+
+
+def stitch_optimizer_groups(model: nn.Module, units: nn.ModuleList, lr_multiplier: float) -> list[dict]:
+    """The trainable parameters, and the units' with their own learning-rate multiplier and no weight decay."""
+    in_units = {id(p) for p in units.parameters()}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_units]
+    return [{"params": rest}, {"params": list(units.parameters()), "lr_scale": lr_multiplier, "weight_decay": 0.0}]
+
+
 @ARCHITECTURES.register("cross_stitch")
 class CrossStitch(MultiTaskModel):
     """K encoder branches stitched after every stage; each task's head reads its own branch."""
@@ -41,11 +54,8 @@ class CrossStitch(MultiTaskModel):
         self.task_names = list(tasks)
         k = len(tasks)
         self.branches = nn.ModuleDict({t: ENCODERS.get(cfg.encoder)(cfg, in_channels) for t in tasks})
-        first = self.branches[self.task_names[0]]
-        cs = cfg.cross_stitch
-        cross = cs.alpha_cross if cs.alpha_cross is not None else (1.0 - cs.alpha_same) / max(k - 1, 1)
-        self.units = nn.ModuleList(CrossStitchUnit(k, c, cs.alpha_same, cross) for c in first.stage_channels)
-        self.lr_multiplier = cs.lr_multiplier
+        self.units = stitch_units(cfg.cross_stitch, k, self.branches[self.task_names[0]].stage_channels)
+        self.lr_multiplier = cfg.cross_stitch.lr_multiplier
         self.heads = nn.ModuleDict({t: task.head(self.branches[t].shape) for t, task in tasks.items()})
 
     def encode(self, x: torch.Tensor) -> dict[str, Features]:
@@ -75,9 +85,7 @@ class CrossStitch(MultiTaskModel):
         yield from self.heads[task].parameters()
 
     def optimizer_groups(self) -> list[dict]:
-        units = {id(p) for p in self.units.parameters()}
-        return [{"params": [p for p in self.parameters() if id(p) not in units]},
-                {"params": list(self.units.parameters()), "lr_scale": self.lr_multiplier, "weight_decay": 0.0}]
+        return stitch_optimizer_groups(self, self.units, self.lr_multiplier)
 
     def alphas(self) -> list[torch.Tensor]:
         """Each unit's K×K mixing matrix averaged over channels (rows: receiving task)."""
