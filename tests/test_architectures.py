@@ -105,7 +105,7 @@ def test_cross_stitch_mixes_branches_and_trains_its_units_faster():
     assert [g["lr"] for g in optimizer.param_groups] == [1e-3, pytest.approx(1e-2)]
     assert set(model.extra_metrics()) == {"cross_stitch/stage0/same", "cross_stitch/stage0/cross",
                                           "cross_stitch/stage1/same", "cross_stitch/stage1/cross"}
-    assert "cross_stitch_alpha" in model.figures()
+    assert "cross_stitch_alpha" in model.artifacts()
 
 
 @pytest.mark.parametrize("encoder, channels, size", [("sketch_a_net", 1, 224), ("resnet18", 3, 64), ("resnet34", 1, 32)])

@@ -90,5 +90,5 @@ def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster,
     (run,) = client.search_runs([client.get_experiment_by_name("cs").experiment_id])
     assert {"val/mask/miou", "val/bbox/iou", "val/fine/accuracy", "params/total", "params/mask",
             "cross_stitch/stage0/same"} <= set(run.data.metrics)
-    figures = [f.path for f in client.list_artifacts(run.info.run_id, "figures")]
-    assert figures == ["figures/cross_stitch_alpha_epoch000.png", "figures/cross_stitch_alpha_epoch001.png"]
+    files = [f.path for f in client.list_artifacts(run.info.run_id, "artifacts")]
+    assert files == ["artifacts/cross_stitch_alpha_epoch000.png", "artifacts/cross_stitch_alpha_epoch001.png"]

@@ -94,6 +94,19 @@ class CrossStitchConfig(_Section):
     lr_multiplier: float = Field(10.0, gt=0)
 
 
+class SelectiveConfig(_Section):
+    """Selective Sharing: branch shape, grouping criterion and clustering, merge rule, stop rule."""
+
+    hidden: int = Field(64, gt=0, description="Width of the hard-shared layer and of every branch layer.")
+    branch_layers: int = Field(2, ge=1, description="Layers per task branch (the identical branch body).")
+    criterion: Literal["similarity", "dissimilarity", "variance"] = "similarity"
+    min_cluster_size: int = Field(2, ge=2)
+    epsilon: float = Field(0.25, ge=0, le=1, description="HDBSCAN cluster_selection_epsilon on [0, 1] task distances.")
+    tt_rank: int = Field(4, ge=1, description="Tensor-train rank r: the length of every task's factor.")
+    merge: Literal["lowest_loss", "mean", "max", "min"] = "lowest_loss"
+    patience: int = Field(3, ge=1, description="Lock after this many epochs without a merge.")
+
+
 class ModelConfig(_Section):
     """Encoder, sharing architecture and the searched capacity/regularisation knobs."""
 
@@ -104,6 +117,7 @@ class ModelConfig(_Section):
     dropout: float = Field(0.0, ge=0, lt=1)
     weights: str | None = Field(None, description="Local state-dict file for the ResNet encoders (no download).")
     cross_stitch: CrossStitchConfig = Field(default_factory=CrossStitchConfig)
+    selective: SelectiveConfig = Field(default_factory=SelectiveConfig)
     aux_checkpoints: list[str] = Field(
         default_factory=list, description="aux_transfer: checkpoint directories of earlier runs whose encoders are fused."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 from distmtl.errors import DistmtlError
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FIGURES_DIR = "figures"
+ARTIFACTS_DIR = "artifacts"
 FORMAT_VERSION = 1
 
 
@@ -53,13 +54,18 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
     return payload
 
 
-def save_figures(figures: dict, directory: Path, epoch: int) -> None:
-    """Save matplotlib figures as ``directory/<name>_epoch<NNN>.png`` and close them."""
-    if not figures:
+def save_artifacts(artifacts: dict, directory: Path, epoch: int) -> None:
+    """Save each artifact as ``directory/<name>_epoch<NNN>.png`` (a matplotlib figure, then closed) or
+    ``.json`` (a dict)."""
+    if not artifacts:
         return
-    import matplotlib.pyplot as plt
-
     directory.mkdir(parents=True, exist_ok=True)
-    for name, figure in figures.items():
-        figure.savefig(directory / f"{name}_epoch{epoch:03d}.png", dpi=90)
-        plt.close(figure)
+    for name, value in artifacts.items():
+        stem = directory / f"{name}_epoch{epoch:03d}"
+        if isinstance(value, dict):
+            stem.with_suffix(".json").write_text(json.dumps(value, indent=1))
+        else:
+            import matplotlib.pyplot as plt
+
+            value.savefig(stem.with_suffix(".png"), dpi=90)
+            plt.close(value)

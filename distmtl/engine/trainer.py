@@ -21,7 +21,7 @@ from distmtl.config.schema import Config
 from distmtl.data.noise import salt_and_pepper
 from distmtl.data.sources import RECONSTRUCTION, build_samples, check_targets
 from distmtl.engine.accumulator import EpochAccumulator
-from distmtl.engine.checkpoint import FIGURES_DIR, load_checkpoint, rng_state, save_checkpoint, save_figures, set_rng_state
+from distmtl.engine.checkpoint import ARTIFACTS_DIR, load_checkpoint, rng_state, save_artifacts, save_checkpoint, set_rng_state
 from distmtl.engine.context import DistContext, resolve_device
 from distmtl.engine.loaders import build_loaders, make_splits, to_device
 from distmtl.engine.optim import build_optimizer
@@ -40,6 +40,7 @@ class Best:
     epoch: int = -1
     score: float = math.nan
     state: dict[str, torch.Tensor] | None = None
+    structure: dict | None = None
 
     def improves(self, score: float, mode: str) -> bool:
         if math.isnan(score):
@@ -65,19 +66,19 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weighting = build_weighting(config.weighting, config.tasks)
-    optimizer = build_optimizer(config.optim, model, weighting.parameters())
     selection = config.train.selection_metric
     mode = config.train.selection_mode or selectable_metrics(tasks)[selection]
 
     start_epoch, best = 0, Best()
     with reporter.restore_dir() as restore:
-        if restore:
-            start_epoch, best = _restore(restore, model, optimizer, weighting)
-            log.info("resumed from %s at epoch %d", restore, start_epoch)
-    net: nn.Module = model
-    if ctx.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                                      find_unused_parameters=_has_unused_parameters(model, samples.image_shape, ctx.device))
+        payload = load_checkpoint(restore) if restore else None
+    if payload:
+        model.restore_structure(payload.get("structure", {}))
+    optimizer = build_optimizer(config.optim, model, weighting.parameters())
+    if payload:
+        start_epoch, best = _restore(payload, model, optimizer, weighting)
+        log.info("resumed from %s at epoch %d", restore, start_epoch)
+    net = _wrap(model, ctx, samples.image_shape)
     loaders = build_loaders(config, samples, splits, ctx)
     noise = torch.Generator(device=ctx.device)
     counts = model.parameter_counts()
@@ -96,6 +97,10 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
                                                  weighting)
         train_seconds = time.perf_counter() - started
         weighting.end_epoch(train_losses)
+        if model.end_epoch(ctx, epoch, train_losses):  # the architecture changed on every rank alike
+            optimizer = _rebuild_optimizer(config, model, weighting, optimizer)
+            net = _wrap(model, ctx, samples.image_shape)
+            counts = model.parameter_counts()
         model.eval()
         val_losses, val_metrics = _run_epoch(net, tasks, loaders.val, ctx, config, weighting.static)
         epoch_seconds = time.perf_counter() - started
@@ -108,7 +113,7 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
         metrics.update({f"params/{k}": v for k, v in counts.items()})
         metrics.update(model.extra_metrics())
         if best.improves(metrics[selection], mode):
-            best = Best(epoch, metrics[selection], _cpu_state(model))
+            best = Best(epoch, metrics[selection], _cpu_state(model), model.structure())
         metrics.update({"best_epoch": best.epoch, f"best/{selection}": best.score})
         rng = rng_state()  # before the test pass, whose loader draws from the RNG, so resuming is exact
         if epoch == config.optim.epochs - 1:
@@ -118,7 +123,8 @@ def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) ->
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "weighting": weighting.state_dict(),
-            "best": {"epoch": best.epoch, "score": best.score, "state": best.state},
+            "best": {"epoch": best.epoch, "score": best.score, "state": best.state, "structure": best.structure},
+            "structure": model.structure(),
             "rng": rng,
             "config": config.model_dump(),
             "metrics": metrics,
@@ -156,14 +162,38 @@ def _run_epoch(
                 outputs = net(images)
             terms = {name: task.masked_loss_terms(outputs[name], targets[name], masks[name]) for name, task in tasks.items()}
             if training:
-                loss = weighting.combine({name: total / count.clamp(min=1) for name, (total, count) in terms.items()},
-                                         weights)
+                losses = {name: total / count.clamp(min=1) for name, (total, count) in terms.items()}
+                _unwrap(net).observe_losses(losses)
+                loss = weighting.combine(losses, weights)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 _average_gradients(weighting.parameters(), ctx)
                 optimizer.step()
             acc.add(outputs, targets, masks, terms)
     return acc.reduce(ctx)
+
+
+def _wrap(model: MultiTaskModel, ctx: DistContext, image_shape: tuple[int, ...]) -> nn.Module:
+    """DDP around the model when there are several ranks (again after every change of its parameters)."""
+    if ctx.world_size == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                                   find_unused_parameters=_has_unused_parameters(model, image_shape, ctx.device))
+
+
+def _unwrap(net: nn.Module) -> MultiTaskModel:
+    return net.module if isinstance(net, DistributedDataParallel) else net  # type: ignore[return-value]
+
+
+def _rebuild_optimizer(config: Config, model: MultiTaskModel, weighting: Weighting,
+                       old: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """A new optimizer over the model's current parameters; surviving parameters keep their state."""
+    optimizer = build_optimizer(config.optim, model, weighting.parameters())
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param in old.state:
+                optimizer.state[param] = old.state[param]
+    return optimizer
 
 
 def _has_unused_parameters(model: nn.Module, image_shape: tuple[int, ...], device: torch.device) -> bool:
@@ -203,6 +233,7 @@ def _test_at_best(
     if best.state is None:
         return {}
     evaluated = copy.deepcopy(model)
+    evaluated.restore_structure(best.structure or {})
     evaluated.load_state_dict(best.state)
     evaluated.eval()
     losses, metrics = _run_epoch(evaluated, tasks, loader, ctx, config, weights)
@@ -211,20 +242,19 @@ def _test_at_best(
 
 def _report(reporter: Reporter, ctx: DistContext, metrics: dict[str, float], model: MultiTaskModel, epoch: int,
             checkpoint: dict[str, Any]) -> None:
-    """Every rank reports; rank 0 attaches this epoch's checkpoint, with the model's figures as PNGs
-    in its ``figures/`` folder (the tracking callbacks log them to MLflow)."""
+    """Every rank reports; rank 0 attaches this epoch's checkpoint, with the model's artifacts (PNG, JSON)
+    in its ``artifacts/`` folder (the tracking callbacks log them to MLflow)."""
     if not ctx.is_main:
         reporter.report(metrics, None)
         return
     with tempfile.TemporaryDirectory(prefix="distmtl-ckpt-") as directory:
         save_checkpoint(directory, checkpoint)
-        save_figures(model.figures(), Path(directory) / FIGURES_DIR, epoch)
+        save_artifacts(model.artifacts(), Path(directory) / ARTIFACTS_DIR, epoch)
         reporter.report(metrics, directory)
 
 
-def _restore(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer, weighting: Weighting) -> tuple[int, Best]:
-    """Load a checkpoint into the model, optimizer and weighting; return (next epoch, best so far)."""
-    payload = load_checkpoint(directory)
+def _restore(payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, weighting: Weighting) -> tuple[int, Best]:
+    """Load a checkpoint into the (already reshaped) model, optimizer and weighting; return (next epoch, best so far)."""
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     weighting.load_state_dict(payload["weighting"])

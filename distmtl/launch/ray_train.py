@@ -66,7 +66,7 @@ class MlflowEpochLogger(UserCallback):
         self._run.log_metrics(metrics[0], step=int(metrics[0]["epoch"]))
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
-                self._run.log_figures(directory)
+                self._run.log_checkpoint_artifacts(directory)
 
 
 def worker_loop(payload: dict[str, Any]) -> None:

@@ -48,9 +48,25 @@ class MultiTaskModel(nn.Module):
         """Scalars about the model itself to report each epoch (e.g. learned mixing weights)."""
         return {}
 
-    def figures(self) -> dict:
-        """Matplotlib figures to store with each epoch's checkpoint and log to MLflow (name → figure)."""
+    def artifacts(self) -> dict:
+        """Files to store with each epoch's checkpoint and log to MLflow: name → matplotlib figure (PNG)
+        or JSON-serialisable dict (JSON)."""
         return {}
+
+    def observe_losses(self, losses: dict[str, torch.Tensor]) -> None:
+        """Called every training step with the per-task losses, before the backward pass."""
+
+    def end_epoch(self, ctx, epoch: int, mean_losses: dict[str, float]) -> bool:
+        """Called on every rank after each training epoch; returns True when the parameters changed
+        (the engine then rebuilds the optimizer and re-wraps DDP on every rank)."""
+        return False
+
+    def structure(self) -> dict:
+        """What, beyond the state dict, rebuilds this model's shape (saved in checkpoints)."""
+        return {}
+
+    def restore_structure(self, structure: dict) -> None:
+        """Reshape the model as ``structure`` says, before a state dict of that shape is loaded."""
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters in total, in the shared part, and per task (for logging and comparisons)."""
@@ -68,5 +84,6 @@ def build_model(cfg: ModelConfig, tasks: dict[str, Task], in_channels: int) -> M
     import distmtl.models.hard_sharing  # noqa: F401
     import distmtl.models.independent  # noqa: F401
     import distmtl.models.label_reuse  # noqa: F401
+    import distmtl.models.selective_sharing  # noqa: F401
 
     return ARCHITECTURES.get(cfg.architecture)(cfg, tasks, in_channels)

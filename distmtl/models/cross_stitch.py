@@ -99,7 +99,7 @@ class CrossStitch(MultiTaskModel):
             metrics[f"cross_stitch/stage{s}/cross"] = alpha[off].mean().item() if off.any() else 0.0
         return metrics
 
-    def figures(self) -> dict:
+    def artifacts(self) -> dict:
         import matplotlib
 
         matplotlib.use("Agg")

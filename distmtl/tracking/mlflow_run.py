@@ -88,10 +88,10 @@ class MlflowRun:
         for i in range(0, len(batch), _BATCH):
             self.client.log_batch(self.run_id, metrics=batch[i : i + _BATCH])
 
-    def log_figures(self, checkpoint_dir: str | Path) -> None:
-        """Log the PNGs a checkpoint carries in ``figures/`` as artifacts under ``figures/``."""
-        for png in sorted(Path(checkpoint_dir, "figures").glob("*.png")):
-            self.client.log_artifact(self.run_id, str(png), "figures")
+    def log_checkpoint_artifacts(self, checkpoint_dir: str | Path) -> None:
+        """Log the files a checkpoint carries in ``artifacts/`` (plots, JSON) under ``artifacts/``."""
+        for path in sorted(Path(checkpoint_dir, "artifacts").glob("*")):
+            self.client.log_artifact(self.run_id, str(path), "artifacts")
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

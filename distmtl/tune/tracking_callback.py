@@ -39,7 +39,7 @@ class MlflowTrialLogger(Callback):
         run.log_metrics(result, step=int(result.get("epoch", result.get("training_iteration", 0))))
         if result.get(CHECKPOINT_PATH_KEY):
             with Checkpoint(result[CHECKPOINT_PATH_KEY]).as_directory() as directory:
-                run.log_figures(directory)
+                run.log_checkpoint_artifacts(directory)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "FINISHED")

@@ -1,0 +1,55 @@
+"""Group tasks from their gradient factors with HDBSCAN, under one of three criteria.
+
+With f_i the normalised factor of task i and cos(i, j) = f_i·f_j:
+
+- ``similarity``: distance (1 − cos(i, j)) / 2 — tasks whose gradients point the same way are close;
+- ``dissimilarity``: distance (1 + cos(i, j)) / 2 — tasks whose gradients oppose each other are
+  close, so a branch learns from disagreeing supervision (more general features);
+- ``variance``: the Euclidean distance of the factors after dividing every factor dimension by its
+  spread across tasks (a standardised Euclidean metric), divided by the largest such distance:
+  tasks group by where they sit relative to the between-task variance, which favours larger groups.
+
+All distances lie in [0, 1]. HDBSCAN then runs on the precomputed matrix with
+``min_samples=1``, excess-of-mass selection, ``allow_single_cluster=True`` (with a handful of
+tasks the whole set is often HDBSCAN's only candidate cluster) and ``cluster_selection_epsilon``
+= ``epsilon``: clusters closer than ``epsilon`` are not split further. Label −1 (HDBSCAN's noise)
+means "keep its own branch".
+"""
+
+from __future__ import annotations
+
+import hdbscan
+import numpy as np
+from scipy.spatial.distance import pdist, squareform
+
+CRITERIA = ("similarity", "dissimilarity", "variance")
+
+
+def cosine_similarity(factors: np.ndarray) -> np.ndarray:
+    """K×K cosine similarity of (already normalised) factors, clipped to [−1, 1]."""
+    return np.clip(factors @ factors.T, -1.0, 1.0)
+
+
+def distances(factors: np.ndarray, criterion: str) -> np.ndarray:
+    """The K×K distance matrix HDBSCAN clusters for ``criterion``."""
+    if criterion == "similarity":
+        return (1.0 - cosine_similarity(factors)) / 2.0
+    if criterion == "dissimilarity":
+        return (1.0 + cosine_similarity(factors)) / 2.0
+    if criterion == "variance":
+        spread = factors.std(axis=0)
+        matrix = squareform(pdist(factors / np.where(spread > 0, spread, 1.0)))
+        return matrix / matrix.max() if matrix.max() > 0 else matrix
+    raise ValueError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
+
+
+def group_tasks(factors: np.ndarray, criterion: str, min_cluster_size: int, epsilon: float = 0.25) -> np.ndarray:
+    """A cluster label per task (−1: no group)."""
+    if len(factors) < max(2, min_cluster_size):
+        return np.full(len(factors), -1)
+    matrix = np.ascontiguousarray(distances(factors, criterion), dtype=np.float64)
+    np.fill_diagonal(matrix, 0.0)
+    clusterer = hdbscan.HDBSCAN(metric="precomputed", min_cluster_size=min_cluster_size, min_samples=1,
+                                cluster_selection_method="eom", allow_single_cluster=True,
+                                cluster_selection_epsilon=epsilon)
+    return clusterer.fit_predict(np.maximum(matrix, 0.0))
