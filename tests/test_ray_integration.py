@@ -92,3 +92,55 @@ def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster,
             "cross_stitch/stage0/same"} <= set(run.data.metrics)
     files = [f.path for f in client.list_artifacts(run.info.run_id, "artifacts")]
     assert files == ["artifacts/cross_stitch_alpha_epoch000.png", "artifacts/cross_stitch_alpha_epoch001.png"]
+
+
+def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_cluster, tmp_path, capsys):
+    """Two Train workers see different shards of the data; every epoch both report the same branch map.
+    A run resumed from the checkpoint taken after the merge continues with the merged model."""
+    import json
+
+    from ray.train import UserCallback
+
+    from distmtl.config import load_config, parse_set_args
+    from distmtl.launch.ray_train import MlflowEpochLogger, Resources, build_trainer
+    from distmtl.tracking import MlflowRun
+
+    class RecordEveryRank(UserCallback):
+        def __init__(self, path):
+            self.path = path
+
+        def after_report(self, run_context, metrics, checkpoint):
+            with open(self.path, "a") as f:
+                f.write(json.dumps([[m["selective/branch_map_crc32"], m["selective/branches"], m["train/loss"]]
+                                    for m in metrics]) + "\n")
+
+    overrides = ["tasks=[fine, coarse, shape, colour, texture]", "model.architecture=selective_sharing",
+                 "model.selective.hidden=32", "data.num_samples=1500", "optim.epochs=2", "optim.lr=0.003"]
+    config = load_config(REPO / "search_spaces/configs/quick.yaml", parse_set_args(overrides))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = MlflowRun(uri, "selective", "ss", config.model_dump())
+    record = tmp_path / "ranks.jsonl"
+    trainer = build_trainer(config, Resources(2, 0.0, 0.75), str(tmp_path / "results"), "ss",
+                            callbacks=[MlflowEpochLogger(uri, run.run_id), RecordEveryRank(str(record))])
+    trainer.fit()
+    run.finish()
+    reports = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len(reports) == 2
+    for rank0, rank1 in reports:
+        assert rank0[:2] == rank1[:2]  # same branch map and branch count on both ranks
+    assert reports[-1][0][1] == 3
+
+    client = MlflowClient(uri)
+    logged = client.get_run(run.run_id).data.metrics
+    assert {"selective/branches", "selective/lock_epoch", "params/total", "params/branches"} <= set(logged)
+    files = {f.path for f in client.list_artifacts(run.run_id, "artifacts")}
+    assert {"artifacts/selective_groups_epoch000.json", "artifacts/selective_relatedness_epoch000.png"} <= files
+
+    checkpoints = sorted(p for p in (tmp_path / "results" / "ss").glob("checkpoint_*") if p.is_dir())
+    rc = main(["train", "--config", str(REPO / "search_spaces/configs/quick.yaml"), "--workers", "2",
+               "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--name", "ss-resumed",
+               "--resume", str(checkpoints[0]), *sum((["--set", o] for o in overrides + ["optim.epochs=3"]), [])])
+    assert rc == 0
+    (resumed,) = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
+    history = client.get_metric_history(resumed.info.run_id, "selective/branches")
+    assert [(m.step, m.value) for m in history] == [(1, 3.0), (2, 3.0)]

@@ -17,6 +17,8 @@ lock epoch.
 from __future__ import annotations
 
 import copy
+import json
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -157,8 +159,9 @@ class SelectiveSharing(MultiTaskModel):
         return sorted(grouped.values())
 
     def extra_metrics(self) -> dict[str, float]:
+        fingerprint = zlib.crc32(json.dumps(sorted(self.branch_of.items())).encode())
         return {"selective/branches": len(self.branches), "selective/locked": float(self.locked),
-                "selective/lock_epoch": self.lock_epoch}
+                "selective/lock_epoch": self.lock_epoch, "selective/branch_map_crc32": fingerprint}
 
     def artifacts(self) -> dict:
         plan = self.last_plan

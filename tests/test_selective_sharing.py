@@ -1,0 +1,205 @@
+"""Selective Sharing: capture, factorisation, grouping, merging, checkpoints, DDP agreement, ground truth."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from sklearn.metrics import adjusted_rand_score
+
+from distmtl.config.schema import ModelConfig, OptimConfig, SelectiveConfig
+from distmtl.data.synthetic import target_specs
+from distmtl.engine import LocalReporter, train
+from distmtl.engine.checkpoint import load_checkpoint
+from distmtl.engine.trainer import _rebuild_optimizer
+from distmtl.errors import ConfigError
+from distmtl.models import build_model
+from distmtl.sharing.factorise import task_factors
+from distmtl.sharing.grouping import group_tasks
+from distmtl.sharing.plan import Merge, MergePlan, plan_merges
+from distmtl.tasks import build_tasks
+from distmtl.weighting import build_weighting
+
+from conftest import small_config
+from test_engine import _free_port
+
+TASKS = ["fine", "coarse", "shape", "colour", "texture"]
+CFG = dict(architecture="selective_sharing", channels=[8, 16], bottleneck=16, selective=SelectiveConfig(hidden=8))
+
+
+def model(names=TASKS, seed=0):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(**CFG), build_tasks(list(names), target_specs()), 3)
+
+
+def test_branches_start_identical_and_outputs_keep_their_sizes():
+    m = model()
+    first = m.branches["b0"].state_dict()
+    assert all(torch.equal(first[k], b.state_dict()[k]) for b in m.branches.values() for k in first)
+    out = m(torch.rand(3, 3, 16, 16))
+    assert out["fine"].shape == (3, 12) and out["shape"].shape == (3, 4) and out["texture"].shape == (3, 4)
+    with pytest.raises(ConfigError, match="tasks \\['mask'\\] are dense"):
+        model(["fine", "mask"])
+
+
+def test_capture_does_not_alter_the_update():
+    torch.manual_seed(1)
+    x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 4, (8,))
+    capturing, plain = model(), model()
+    plain.locked = True  # a locked model captures nothing
+    for m in (capturing, plain):
+        optimizer = torch.optim.SGD(m.parameters(), lr=0.1)
+        out = m(x)
+        losses = {t: out[t].float().pow(2).mean() for t in TASKS}
+        losses["coarse"] = torch.nn.functional.cross_entropy(out["coarse"], y)
+        m.observe_losses(losses)
+        sum(losses.values()).backward()
+        optimizer.step()
+    assert set(capturing._gradients) == set(TASKS) and not plain._gradients
+    for (name, a), b in zip(capturing.named_parameters(), plain.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_factorisation_shapes_and_determinism():
+    g = np.random.default_rng(0).normal(size=(6, 8, 8))
+    a, b = task_factors(g, 3), task_factors(g.copy(), 3)
+    assert a.shape == (6, 3) and np.array_equal(a, b)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
+    assert task_factors(g, 50).shape == (6, 6)  # the rank is capped by the number of tasks
+
+
+def planted(groups, noise=0.05, sign=None, seed=0):
+    rng = np.random.default_rng(seed)
+    directions = np.linalg.qr(rng.normal(size=(8, 8)))[0][: len(groups)]
+    rows = []
+    for g, size in enumerate(groups):
+        for k in range(size):
+            s = 1.0 if sign is None else sign[g][k]
+            rows.append(s * directions[g] + noise * rng.normal(size=8))
+    factors = np.array(rows)
+    return factors / np.linalg.norm(factors, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("criterion", ["similarity", "variance"])
+def test_clustering_recovers_planted_groups(criterion):
+    factors = planted([3, 2, 4])
+    truth = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    assert adjusted_rand_score(truth, group_tasks(factors, criterion, 2)) == 1.0
+
+
+def test_dissimilarity_groups_opposed_tasks():
+    factors = planted([2, 2], sign=[[1, -1], [1, -1]], noise=0.02)
+    labels = group_tasks(factors, "dissimilarity", 2)
+    assert labels[0] == labels[1] != -1 and labels[2] == labels[3] != -1 and labels[0] != labels[2]
+    similar = group_tasks(factors, "similarity", 2)
+    assert similar[0] != similar[1] or similar[0] == -1
+
+
+def test_plan_merges_whole_branches_and_keeps_the_lowest_loss_branch():
+    branch_of = {"a": "b0", "b": "b1", "c": "b2", "d": "b2"}
+    losses = {"a": 0.9, "b": 0.2, "c": 0.5, "d": 0.7}
+    (merge,) = plan_merges({"a": 0, "b": 0, "c": 1, "d": -1}, branch_of, losses, "lowest_loss")
+    assert merge == Merge("b1", ["b0", "b1"], "lowest_loss")
+    (merge,) = plan_merges({"a": 0, "b": -1, "c": 0, "d": -1}, branch_of, losses, "lowest_loss")
+    assert merge.members == ["b0", "b2"] and merge.survivor == "b2"  # mean(0.5, 0.7) < 0.9
+
+
+@pytest.mark.parametrize("rule", ["lowest_loss", "mean", "max", "min"])
+def test_merge_keeps_the_chosen_weights_and_every_tasks_output(rule):
+    m = model().eval()
+    with torch.no_grad():
+        for i, branch in enumerate(m.branches.values()):
+            for p in branch.parameters():
+                p.add_(0.1 * (i + 1))
+    x = torch.rand(2, 3, 16, 16)
+    before = m(x)
+    expected = {n: torch.stack([m.branches[b].get_parameter(n) for b in ("b0", "b3")]) for n, _ in m.branches["b3"].named_parameters()}
+    survivor = "b3" if rule == "lowest_loss" else "b0"
+    m.apply_plan(MergePlan(labels={}, merges=[Merge(survivor, ["b0", "b3"], rule)]), epoch=0)
+    assert set(m.branches) == {"b1", "b2", "b4"} | {survivor} and m.branch_of["fine"] == m.branch_of["colour"] == survivor
+    for name, param in m.branches[survivor].named_parameters():
+        reduced = {"lowest_loss": expected[name][1], "mean": expected[name].mean(0), "max": expected[name].amax(0),
+                   "min": expected[name].amin(0)}[rule]
+        assert torch.allclose(param, reduced)
+    after = m(x)
+    untouched = ["coarse", "shape", "texture"]
+    assert all(torch.equal(before[t], after[t]) for t in untouched)
+    if rule == "lowest_loss":
+        assert torch.equal(after["colour"], before["colour"])  # colour stayed on the surviving branch b3
+        assert not torch.equal(after["fine"], before["fine"])  # fine now reads b3
+
+
+def test_optimizer_state_survives_for_kept_parameters():
+    config = small_config(**{"tasks": TASKS, "model.architecture": "selective_sharing", "model.selective.hidden": 8})
+    m = model()
+    weighting = build_weighting(config.weighting, TASKS)
+    from distmtl.engine.optim import build_optimizer
+
+    optimizer = build_optimizer(OptimConfig(), m)
+    sum(o.float().sum() for o in m(torch.rand(2, 3, 16, 16)).values()).backward()
+    optimizer.step()
+    kept = m.branches["b1"][0].weight
+    state = copy.deepcopy(optimizer.state[kept])
+    m.apply_plan(MergePlan(labels={}, merges=[Merge("b1", ["b0", "b1"], "lowest_loss")]), epoch=0)
+    rebuilt = _rebuild_optimizer(config, m, weighting, optimizer)
+    assert all(torch.equal(rebuilt.state[kept][k], v) for k, v in state.items() if torch.is_tensor(v))
+    assert sum(len(g["params"]) for g in rebuilt.param_groups) == len(list(m.parameters()))
+
+
+def ss_config(**overrides):
+    base = {"tasks": TASKS, "model.architecture": "selective_sharing", "model.selective.hidden": 32,
+            "data.num_samples": 1500, "data.image_size": 32, "model.channels": [16, 32, 64], "model.bottleneck": 64,
+            "optim.epochs": 2, "optim.lr": 0.003, "data.batch_size": 64}
+    return small_config(**{**base, **overrides})
+
+
+def test_groups_agree_with_the_generators_construction(tmp_path):
+    """Geometry tasks (fine, coarse, shape) are related by construction; colour and texture are
+    independent of them and of each other. Agreement: adjusted Rand index of the found groups."""
+    reporter = LocalReporter(tmp_path)
+    final = train(ss_config(), reporter)
+    branch_of = load_checkpoint(reporter.checkpoints[-1])["structure"]["branch_of"]
+    truth = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
+    assert adjusted_rand_score([truth[t] for t in TASKS], [branch_of[t] for t in TASKS]) == 1.0
+    assert final["selective/branches"] == 3 and final["params/total"] < reporter.history[0]["params/total"] + 1
+    artifacts = sorted(p.name for p in (reporter.checkpoints[0] / "artifacts").iterdir())
+    assert artifacts == ["selective_groups_epoch000.json", "selective_relatedness_epoch000.png"]
+
+
+def test_resuming_after_a_merge_rebuilds_the_merged_model(tmp_path):
+    straight = train(ss_config(**{"optim.epochs": 3}), LocalReporter())
+    first = LocalReporter(tmp_path)
+    train(ss_config(**{"optim.epochs": 2}), first)
+    assert load_checkpoint(first.checkpoints[-1])["structure"]["branch_of"]["coarse"] == \
+        load_checkpoint(first.checkpoints[-1])["structure"]["branch_of"]["fine"]
+    resumed_reporter = LocalReporter(resume_from=first.checkpoints[-1])
+    resumed = train(ss_config(**{"optim.epochs": 3}), resumed_reporter)
+    assert resumed["selective/branches"] == 3
+    for key in ("val/loss", "test/fine/accuracy", "test/shape/mse", "selective/branch_map_crc32"):
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-5), key
+
+
+def _ddp_worker(rank: int, port: int, config_dict: dict, results) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from distmtl.config import config_from_dict
+    from distmtl.engine import DistContext
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    reporter = LocalReporter()
+    train(config_from_dict(config_dict), reporter, DistContext.current(torch.device("cpu")))
+    results[rank] = [(r["selective/branch_map_crc32"], r["selective/branches"], r["train/shape/loss"]) for r in reporter.history]
+    dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_end_with_the_same_branch_map():
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_ddp_worker, args=(_free_port(), ss_config(**{"optim.epochs": 3}).model_dump(), results), nprocs=2)
+        a, b = results[0], results[1]
+    assert [r[:2] for r in a] == [r[:2] for r in b] and a[-1][1] < len(TASKS)
