@@ -105,6 +105,7 @@ class SelectiveConfig(_Section):
     tt_rank: int = Field(4, ge=1, description="Tensor-train rank r: the length of every task's factor.")
     merge: Literal["lowest_loss", "mean", "max", "min"] = "lowest_loss"
     patience: int = Field(3, ge=1, description="Lock after this many epochs without a merge.")
+    start_epoch: int = Field(0, ge=0, description="First epoch whose gradients are captured (a warm-up before grouping).")
 
 
 class ModelConfig(_Section):

@@ -9,9 +9,10 @@ captured with ``torch.autograd.grad`` — it is never written to ``.grad``, so t
 as without capture — and summed over the epoch. At the end of each epoch the sums are all-reduced
 across ranks; rank 0 factorises them (tensor train), groups the tasks (HDBSCAN, by the configured
 criterion), plans the merges and broadcasts the plan; every rank applies it, and the engine
-rebuilds the optimizer (keeping the surviving parameters' state) and re-wraps DDP. Capture stops
-once every task shares a branch with another, or after ``patience`` epochs without a merge: the
-lock epoch.
+rebuilds the optimizer (keeping the surviving parameters' state) and re-wraps DDP. Capture starts
+at ``start_epoch`` (early on, when every task still learns its base rate, all gradients look alike)
+and stops once every task shares a branch with another, or after ``patience`` epochs without a
+merge: the lock epoch.
 """
 
 from __future__ import annotations
@@ -50,20 +51,21 @@ class SelectiveSharing(MultiTaskModel):
         self.task_names = list(tasks)
         self.encoder = ENCODERS.get(cfg.encoder)(cfg, in_channels)
         hidden = self.cfg.hidden
-        self.shared = nn.Sequential(nn.Linear(self.encoder.out_features, hidden), nn.ReLU(inplace=True))
+        self.shared = nn.Sequential(_relu_linear(self.encoder.out_features, hidden), nn.ReLU(inplace=True))
         first = self._branch()  # every branch starts as a copy of this one: identical initial weights
         self.branches = nn.ModuleDict({f"b{i}": copy.deepcopy(first) for i in range(len(tasks))})
         self.branch_of = {t: f"b{i}" for i, t in enumerate(tasks)}
         shape = FeatureShape(hidden, tuple(self.encoder.stage_channels), in_channels)
         self.heads = nn.ModuleDict({t: task.head(shape) for t, task in tasks.items()})
         self.locked, self.lock_epoch, self.quiet_epochs = False, -1, 0
+        self.epoch = 0  # the epoch being trained, for the warm-up
         self.last_plan: MergePlan | None = None
         self._gradients: dict[str, torch.Tensor] = {}
 
     def _branch(self) -> nn.Sequential:
         layers: list[nn.Module] = []
         for _ in range(self.cfg.branch_layers):
-            layers += [nn.Linear(self.cfg.hidden, self.cfg.hidden), nn.ReLU(inplace=True)]
+            layers += [_relu_linear(self.cfg.hidden, self.cfg.hidden), nn.ReLU(inplace=True)]
         return nn.Sequential(*layers)
 
     # --- the model contract -------------------------------------------------------------------
@@ -92,7 +94,7 @@ class SelectiveSharing(MultiTaskModel):
 
     # --- gradient capture ---------------------------------------------------------------------
     def observe_losses(self, losses: dict[str, torch.Tensor]) -> None:
-        if self.locked or not self.training:
+        if self.locked or not self.training or self.epoch < self.cfg.start_epoch:
             return
         for task, loss in losses.items():
             weight = self.branches[self.branch_of[task]][0].weight
@@ -103,7 +105,8 @@ class SelectiveSharing(MultiTaskModel):
 
     # --- the epoch-end decision ---------------------------------------------------------------
     def end_epoch(self, ctx, epoch: int, mean_losses: dict[str, float]) -> bool:
-        if self.locked:
+        self.epoch = epoch + 1
+        if self.locked or epoch < self.cfg.start_epoch:
             return False
         zeros = torch.zeros(self.cfg.hidden, self.cfg.hidden, device=self._device())
         stacked = torch.stack([self._gradients.get(t, zeros) for t in self.task_names]).double()
@@ -142,13 +145,14 @@ class SelectiveSharing(MultiTaskModel):
     # --- checkpoints and reporting ------------------------------------------------------------
     def structure(self) -> dict:
         return {"branch_of": dict(self.branch_of), "locked": self.locked, "lock_epoch": self.lock_epoch,
-                "quiet_epochs": self.quiet_epochs}
+                "quiet_epochs": self.quiet_epochs, "epoch": self.epoch}
 
     def restore_structure(self, structure: dict) -> None:
         if not structure:
             return
         self.branch_of = dict(structure["branch_of"])
         self.locked, self.lock_epoch, self.quiet_epochs = structure["locked"], structure["lock_epoch"], structure["quiet_epochs"]
+        self.epoch = structure["epoch"]
         device = self._device()
         self.branches = nn.ModuleDict({b: self._branch().to(device) for b in sorted(set(self.branch_of.values()))})
 
@@ -171,6 +175,15 @@ class SelectiveSharing(MultiTaskModel):
         if plan and plan.similarity:
             files["selective_relatedness"] = relatedness_figure(np.array(plan.similarity), self.task_names)
         return files
+
+
+def _relu_linear(fan_in: int, fan_out: int) -> nn.Linear:
+    """A linear layer with He initialisation: the stack of ReLU layers above the encoder otherwise
+    shrinks the signal enough for imbalanced one-vs-all tasks to stall at their base rate."""
+    layer = nn.Linear(fan_in, fan_out)
+    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 def decide(gradients: np.ndarray, tasks: list[str], branch_of: dict[str, str], losses: dict[str, float], cfg) -> MergePlan:
