@@ -10,7 +10,7 @@ from typing import Any
 
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from distmtl.config.schema import Config
@@ -72,9 +72,18 @@ class MlflowEpochLogger(UserCallback):
 def worker_loop(payload: dict[str, Any]) -> None:
     """Entry point of every Train worker: rebuild the config and run the engine under DDP."""
     configure_logging(logging.INFO)
+    _quiet_report_log()
     config = Config.model_validate(payload["config"])
     device = torch.device("cpu") if config.train.device == "cpu" else ray.train.torch.get_device()
     train(config, RayReporter(payload.get("resume_from")), DistContext.current(device))
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every report's whole metrics dict at INFO through a logger named after its source
+    file (so ``LoggingConfig`` does not reach it); distmtl prints its own one-line epoch summary."""
+    import ray.train.v2._internal.execution.context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def build_trainer(
@@ -101,5 +110,6 @@ def build_trainer(
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
             callbacks=list(callbacks),
+            logging_config=LoggingConfig(log_level="WARNING"),  # distmtl prints its own per-epoch line
         ),
     )
