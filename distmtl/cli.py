@@ -165,7 +165,8 @@ def _tune(args: argparse.Namespace) -> int:
     print(f"best trial {result.best_trial_id} ({space.tune_metric}, {space.mode}):")
     for key, value in result.best_config.items():
         print(f"  {key} = {value}")
-    print(_format_metrics("its metrics", result.best_metrics))
+    print(_format_metrics("its last report (val/: last epoch; best/: best epoch; test/: at the best epoch)",
+                          result.best_metrics))
     return 0
 
 
@@ -211,7 +212,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _format_metrics(title: str, metrics: dict) -> str:
-    keys = sorted(k for k in metrics if k.startswith(("val/", "test/", "cv/")) or k in ("best_epoch", "epoch"))
+    keys = sorted(k for k in metrics if k.startswith(("best/", "val/", "test/", "cv/")) or k in ("best_epoch", "epoch"))
     lines = [f"{title}:"]
     lines += [f"  {k:<28} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"  {k:<28} {metrics[k]}" for k in keys]
     return "\n".join(lines)
