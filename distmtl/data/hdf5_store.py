@@ -12,6 +12,7 @@ Layout (schema version ``SCHEMA_VERSION``)::
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -126,8 +127,7 @@ class H5SampleSet:
         return self._shape  # type: ignore[return-value]
 
     def select_tasks(self, tasks: list[str]) -> H5SampleSet:
-        selected = H5SampleSet.__new__(H5SampleSet)
-        selected.__dict__.update(self.__dict__)
+        selected = copy.copy(self)
         selected.tasks = list(tasks)
         selected.specs = {t: self.specs[t] for t in tasks}
         selected.has_target = {t: self.has_target[t] for t in tasks}

@@ -24,26 +24,30 @@ class Reporter(Protocol):
 
 
 class LocalReporter:
-    """Keeps every report in ``history``, the latest checkpoint's best-epoch weights in ``best_state``,
-    and copies checkpoints to ``output_dir/checkpoint_XXXXXX`` when given one."""
+    """Keeps every report in ``history`` and copies checkpoints to ``output_dir/checkpoint_XXXXXX`` when
+    given one; ``best_state`` reads the best-epoch weights from the latest copied checkpoint."""
 
     def __init__(self, output_dir: str | Path | None = None, resume_from: str | Path | None = None) -> None:
         self.output_dir = Path(output_dir) if output_dir else None
         self.resume_from = str(resume_from) if resume_from else None
         self.history: list[dict[str, float]] = []
         self.checkpoints: list[Path] = []
-        self.best_state: dict | None = None
 
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         self.history.append(dict(metrics))
-        if checkpoint_dir:
-            from distmtl.engine.checkpoint import load_checkpoint
-
-            self.best_state = load_checkpoint(checkpoint_dir)["best"]["state"]
         if checkpoint_dir and self.output_dir:
             target = self.output_dir / f"checkpoint_{len(self.history) - 1:06d}"
             shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
             self.checkpoints.append(target)
+
+    @property
+    def best_state(self) -> dict | None:
+        """The best epoch's weights as of the latest checkpoint (needs ``output_dir``)."""
+        if not self.checkpoints:
+            return None
+        from distmtl.engine.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.checkpoints[-1])["best"]["state"]
 
     @contextlib.contextmanager
     def restore_dir(self) -> Iterator[str | None]:

@@ -9,6 +9,7 @@ training samples that carry coordinates.
 from __future__ import annotations
 
 import math
+import tempfile
 
 import numpy as np
 import torch
@@ -42,13 +43,15 @@ def transfer_baseline(config: Config, classify: str, mapping: str) -> dict[str, 
         "data": config.data.model_copy(update={"target_fraction": {}}),
         "train": config.train.model_copy(update={"selection_metric": f"val/{classify}/accuracy", "selection_mode": "max"}),
     })
-    reporter = LocalReporter()
-    final = train(classifier_config, reporter)
+    with tempfile.TemporaryDirectory(prefix="distmtl-transfer-") as directory:
+        reporter = LocalReporter(directory)
+        final = train(classifier_config, reporter)
+        best_state = reporter.best_state
 
     samples = build_samples(config.data, [classify, mapping])
     train_idx, _, test_idx = make_splits(config, samples)
     model = build_model(config.model, build_tasks([classify], samples.specs), samples.image_shape[0])
-    model.load_state_dict(reporter.best_state)
+    model.load_state_dict(best_state)
 
     def features_and_targets(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kept = indices[samples.has_target[mapping].numpy()[indices]]
