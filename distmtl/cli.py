@@ -100,7 +100,8 @@ def _positive(value: float | None, flag: str, allow_zero: bool = False) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from distmtl.config import check_config, load_config, parse_set_args
+    from distmtl.config import load_config, parse_set_args
+    from distmtl.engine.assembly import check_config
     from distmtl.tracking import default_tracking_uri
 
     _positive(args.workers, "--workers")
@@ -171,7 +172,8 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from distmtl.config import check_config, load_config, parse_set_args
+    from distmtl.config import load_config, parse_set_args
+    from distmtl.engine.assembly import check_config
     from distmtl.evaluation.transfer import transfer_baseline
     from distmtl.tracking import MlflowRun, default_tracking_uri
 

@@ -4,6 +4,7 @@ import torch
 from distmtl.config.schema import ModelConfig, WeightingConfig
 from distmtl.data.synthetic import target_specs
 from distmtl.engine import LocalReporter, train
+from distmtl.engine.assembly import build_parts
 from distmtl.errors import ConfigError
 from distmtl.models import build_model
 from distmtl.models.encoders import ENCODERS
@@ -105,7 +106,7 @@ def test_cross_stitch_mixes_branches_and_trains_its_units_faster():
     assert [g["lr"] for g in optimizer.param_groups] == [1e-3, pytest.approx(1e-2)]
     assert set(model.extra_metrics()) == {"cross_stitch/stage0/same", "cross_stitch/stage0/cross",
                                           "cross_stitch/stage1/same", "cross_stitch/stage1/cross"}
-    assert "cross_stitch_alpha" in model.artifacts()
+    assert model.diagnostics()["cross_stitch_alpha"]["stages"][0][0][0] == pytest.approx(0.9)
 
 
 @pytest.mark.parametrize("encoder, channels, size", [("sketch_a_net", 1, 224), ("resnet18", 3, 64), ("resnet34", 1, 32)])
@@ -134,7 +135,7 @@ def test_aux_transfer_fuses_frozen_encoders_of_earlier_runs(tmp_path):
     train(small_config(**base), aux)
     target = small_config(**{"tasks": ["mask"], "model.architecture": "aux_transfer",
                              "model.aux_checkpoints": [str(aux.checkpoints[-1])], "optim.epochs": 2})
-    model = build_model(target.model, build_tasks(["mask"], target_specs()), 3)
+    model = build_parts(target, in_channels=3).model
     frozen = {k: v.clone() for k, v in model.aux.state_dict().items()}
     assert not any(p.requires_grad for p in model.aux.parameters())
     assert torch.equal(frozen["0.stages.0.0.weight"], aux.best_state["encoder.stages.0.0.weight"])
@@ -143,7 +144,7 @@ def test_aux_transfer_fuses_frozen_encoders_of_earlier_runs(tmp_path):
     assert final["params/frozen"] == sum(v.numel() for k, v in frozen.items() if "running" not in k and "num_batches" not in k)
     from distmtl.engine.checkpoint import load_checkpoint
 
-    trained = load_checkpoint(reporter.checkpoints[-1])["model"]
+    trained = load_checkpoint(reporter.checkpoints[-1]).model
     assert all(torch.equal(trained[f"aux.{k}"], v) for k, v in frozen.items())  # weights and BN statistics untouched
 
 
@@ -153,4 +154,5 @@ def test_aux_transfer_needs_checkpoints_of_the_same_width(tmp_path):
     aux = LocalReporter(tmp_path)
     train(small_config(**{"tasks": ["fine"], "optim.epochs": 1, "model.channels": [4, 8]}), aux)
     with pytest.raises(ConfigError, match=r"stage widths \[4, 8\], this model \[8, 16\]"):
-        build_model(ModelConfig(architecture="aux_transfer", aux_checkpoints=[str(aux.checkpoints[-1])], **CFG), tasks(), 3)
+        build_parts(small_config(**{"model.architecture": "aux_transfer", "model.aux_checkpoints": [str(aux.checkpoints[-1])],
+                                    "model.channels": [8, 16]}), 3)

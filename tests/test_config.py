@@ -7,7 +7,8 @@ import textwrap
 import pytest
 
 from distmtl.cli import main
-from distmtl.config import apply_overrides, check_config, load_config, parse_set_args
+from distmtl.config import apply_overrides, load_config, parse_set_args
+from distmtl.engine import check_config
 from distmtl.errors import ConfigError
 from distmtl.tune.space import Space
 

@@ -43,12 +43,14 @@ def test_checkpoint_holds_the_whole_training_state(tmp_path):
     reporter = LocalReporter(tmp_path)
     train(config, reporter)
     assert len(reporter.checkpoints) == 2
-    payload = load_checkpoint(reporter.checkpoints[-1])
-    assert payload["epoch"] == 1
-    assert {"model", "optimizer", "weighting", "best", "rng", "config"} <= set(payload)
-    assert len(payload["weighting"]["history"]) == 2
-    assert payload["optimizer"]["state"]  # Adam moments were saved
-    assert payload["config"]["tasks"] == ["fine", "colour", "shape"]
+    state = load_checkpoint(reporter.checkpoints[-1])
+    assert state.epoch == 1 and state.sampler == {"epoch": 2, "batches_done": 0}
+    assert state.global_step == 2 * math.ceil(168 / 32)  # 168 training samples, batch 32, two epochs
+    assert int(state.weighting["epochs_seen"]) == 2 and state.weighting["history"].shape == (2, 3)
+    assert state.optimizer["state"]  # Adam moments were saved
+    assert state.config["tasks"] == ["fine", "colour", "shape"]
+    assert state.best.epoch in (0, 1) and state.best.state.keys() == state.model.keys()
+    assert not list(reporter.output_dir.glob("*.partial"))  # every copy was completed and renamed
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
@@ -71,12 +73,12 @@ def test_validation_sees_clean_images_even_with_heavy_training_noise(tmp_path):
     config = small_config(**{"optim.epochs": 1, "data.noise_level": 0.9})
     reporter = LocalReporter(tmp_path)
     train(config, reporter)
-    payload = load_checkpoint(reporter.checkpoints[-1])
+    state = load_checkpoint(reporter.checkpoints[-1])
     samples = build_samples(config.data, config.tasks)
     _, val_idx, _ = split_by_group(samples.groups, config.data.val_fraction, config.data.test_fraction, config.data.seed)
     tasks = build_tasks(config.tasks, samples.specs)
     model = build_model(config.model, tasks, 3)
-    model.load_state_dict(payload["model"])
+    model.load_state_dict(state.model)
     model.eval()
     batch = torch.utils.data.default_collate([MultiTaskDataset(samples, val_idx)[i] for i in range(len(val_idx))])
     with torch.no_grad():

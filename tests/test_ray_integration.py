@@ -91,7 +91,7 @@ def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster,
     assert {"val/mask/miou", "val/bbox/iou", "val/fine/accuracy", "params/total", "params/mask",
             "cross_stitch/stage0/same"} <= set(run.data.metrics)
     files = [f.path for f in client.list_artifacts(run.info.run_id, "artifacts")]
-    assert files == ["artifacts/cross_stitch_alpha_epoch000.png", "artifacts/cross_stitch_alpha_epoch001.png"]
+    assert files == [f"artifacts/cross_stitch_alpha_epoch00{e}.{kind}" for e in (0, 1) for kind in ("json", "png")]
 
 
 def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_cluster, tmp_path, capsys):

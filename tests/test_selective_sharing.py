@@ -8,18 +8,18 @@ import torch
 import torch.multiprocessing as mp
 from sklearn.metrics import adjusted_rand_score
 
-from distmtl.config.schema import ModelConfig, OptimConfig, SelectiveConfig
+from distmtl.config.schema import ModelConfig, SelectiveConfig
 from distmtl.data.synthetic import target_specs
 from distmtl.engine import LocalReporter, train
 from distmtl.engine.checkpoint import load_checkpoint
-from distmtl.engine.trainer import _rebuild_optimizer
+from distmtl.engine.selective import SelectiveSharingController
+from distmtl.engine.trainer import Trainer
 from distmtl.errors import ConfigError
 from distmtl.models import build_model
 from distmtl.sharing.factorise import task_factors
 from distmtl.sharing.grouping import group_tasks
-from distmtl.sharing.plan import Merge, MergePlan, plan_merges
+from distmtl.sharing.plan import Merge, plan_merges
 from distmtl.tasks import build_tasks
-from distmtl.weighting import build_weighting
 
 from conftest import small_config
 from test_engine import _free_port
@@ -46,17 +46,19 @@ def test_branches_start_identical_and_outputs_keep_their_sizes():
 def test_capture_does_not_alter_the_update():
     torch.manual_seed(1)
     x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 4, (8,))
-    capturing, plain = model(), model()
-    plain.locked = True  # a locked model captures nothing
-    for m in (capturing, plain):
+    capturing, plain = SelectiveSharingController(model()), SelectiveSharingController(model())
+    plain.locked = True  # a locked controller captures nothing
+    for controller in (capturing, plain):
+        m = controller.model
         optimizer = torch.optim.SGD(m.parameters(), lr=0.1)
         out = m(x)
         losses = {t: out[t].float().pow(2).mean() for t in TASKS}
         losses["coarse"] = torch.nn.functional.cross_entropy(out["coarse"], y)
-        m.observe_losses(losses)
+        controller.observe(losses)
         sum(losses.values()).backward()
         optimizer.step()
     assert set(capturing._gradients) == set(TASKS) and not plain._gradients
+    capturing, plain = capturing.model, plain.model
     for (name, a), b in zip(capturing.named_parameters(), plain.parameters()):
         assert torch.equal(a, b), name
 
@@ -116,7 +118,7 @@ def test_merge_keeps_the_chosen_weights_and_every_tasks_output(rule):
     before = m(x)
     expected = {n: torch.stack([m.branches[b].get_parameter(n) for b in ("b0", "b3")]) for n, _ in m.branches["b3"].named_parameters()}
     survivor = "b3" if rule == "lowest_loss" else "b0"
-    m.apply_plan(MergePlan(labels={}, merges=[Merge(survivor, ["b0", "b3"], rule)]), epoch=0)
+    m.merge([Merge(survivor, ["b0", "b3"], rule)])
     assert set(m.branches) == {"b1", "b2", "b4"} | {survivor} and m.branch_of["fine"] == m.branch_of["colour"] == survivor
     for name, param in m.branches[survivor].named_parameters():
         reduced = {"lowest_loss": expected[name][1], "mean": expected[name].mean(0), "max": expected[name].amax(0),
@@ -132,17 +134,14 @@ def test_merge_keeps_the_chosen_weights_and_every_tasks_output(rule):
 
 def test_optimizer_state_survives_for_kept_parameters():
     config = small_config(**{"tasks": TASKS, "model.architecture": "selective_sharing", "model.selective.hidden": 8})
-    m = model()
-    weighting = build_weighting(config.weighting, TASKS)
-    from distmtl.engine.optim import build_optimizer
-
-    optimizer = build_optimizer(OptimConfig(), m)
+    trainer = Trainer(config, LocalReporter())
+    m, optimizer = trainer.model, trainer.optimizer
     sum(o.float().sum() for o in m(torch.rand(2, 3, 16, 16)).values()).backward()
     optimizer.step()
     kept = m.branches["b1"][0].weight
     state = copy.deepcopy(optimizer.state[kept])
-    m.apply_plan(MergePlan(labels={}, merges=[Merge("b1", ["b0", "b1"], "lowest_loss")]), epoch=0)
-    rebuilt = _rebuild_optimizer(config, m, weighting, optimizer)
+    m.merge([Merge("b1", ["b0", "b1"], "lowest_loss")])
+    rebuilt = trainer._rebuild_optimizer()
     assert all(torch.equal(rebuilt.state[kept][k], v) for k, v in state.items() if torch.is_tensor(v))
     assert sum(len(g["params"]) for g in rebuilt.param_groups) == len(list(m.parameters()))
 
@@ -159,20 +158,21 @@ def test_groups_agree_with_the_generators_construction(tmp_path):
     independent of them and of each other. Agreement: adjusted Rand index of the found groups."""
     reporter = LocalReporter(tmp_path)
     final = train(ss_config(), reporter)
-    branch_of = load_checkpoint(reporter.checkpoints[-1])["structure"]["branch_of"]
+    branch_of = load_checkpoint(reporter.checkpoints[-1]).structure["branch_of"]
     truth = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
     assert adjusted_rand_score([truth[t] for t in TASKS], [branch_of[t] for t in TASKS]) == 1.0
     assert final["selective/branches"] == 3 and final["params/total"] < reporter.history[0]["params/total"] + 1
     artifacts = sorted(p.name for p in (reporter.checkpoints[0] / "artifacts").iterdir())
-    assert artifacts == ["selective_groups_epoch000.json", "selective_relatedness_epoch000.png"]
+    assert artifacts == ["selective_groups_epoch000.json", "selective_relatedness_epoch000.json",
+                         "selective_relatedness_epoch000.png"]
 
 
 def test_resuming_after_a_merge_rebuilds_the_merged_model(tmp_path):
     straight = train(ss_config(**{"optim.epochs": 3}), LocalReporter())
     first = LocalReporter(tmp_path)
     train(ss_config(**{"optim.epochs": 2}), first)
-    assert load_checkpoint(first.checkpoints[-1])["structure"]["branch_of"]["coarse"] == \
-        load_checkpoint(first.checkpoints[-1])["structure"]["branch_of"]["fine"]
+    assert load_checkpoint(first.checkpoints[-1]).structure["branch_of"]["coarse"] == \
+        load_checkpoint(first.checkpoints[-1]).structure["branch_of"]["fine"]
     resumed_reporter = LocalReporter(resume_from=first.checkpoints[-1])
     resumed = train(ss_config(**{"optim.epochs": 3}), resumed_reporter)
     assert resumed["selective/branches"] == 3

@@ -9,7 +9,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torchvision.ops import box_iou
 
 from distmtl.data.sample_set import TargetSpec
-from distmtl.models.features import Features, FeatureShape
+from distmtl.features import Features, FeatureShape
 from distmtl.tasks import build_tasks
 
 SHAPE = FeatureShape(vector=8, maps=(4, 6), image_channels=3)

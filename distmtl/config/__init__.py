@@ -1,7 +1,10 @@
-"""Typed, validated run configuration (YAML → :class:`Config`)."""
+"""Typed, validated run configuration (YAML → :class:`Config`).
 
-from distmtl.config.checks import check_config
+This layer depends on nothing else in distmtl: checks that need the registries (names of sources,
+tasks, architectures, weightings, metrics) live in :mod:`distmtl.engine.assembly`.
+"""
+
 from distmtl.config.loading import apply_overrides, config_from_dict, load_config, load_yaml, parse_set_args
 from distmtl.config.schema import Config
 
-__all__ = ["Config", "check_config", "apply_overrides", "config_from_dict", "load_config", "load_yaml", "parse_set_args"]
+__all__ = ["Config", "apply_overrides", "config_from_dict", "load_config", "load_yaml", "parse_set_args"]

@@ -131,6 +131,12 @@ class ModelConfig(_Section):
             raise ValueError(f"channels must all be positive (got {self.channels})")
         return self
 
+    @model_validator(mode="after")
+    def _aux_only_for_aux_transfer(self) -> ModelConfig:
+        if self.aux_checkpoints and self.architecture != "aux_transfer":
+            raise ValueError(f"aux_checkpoints are read only by architecture aux_transfer (this is {self.architecture})")
+        return self
+
 
 class WeightingConfig(_Section):
     """How per-task losses combine: static weights (λ) times a dynamic strategy's factors."""

@@ -1,12 +1,14 @@
 """Registry of data sources: a name maps to a builder (config → sample set) and a cheap target listing.
 
+The sources register themselves in their modules; ``distmtl.data`` imports them all.
+
 File-based sources read the real on-disk formats from ``data.root``; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -15,34 +17,35 @@ import torch.nn.functional as F
 from distmtl.config.schema import DataConfig
 from distmtl.data.sample_set import Samples, SampleSet, TargetSpec
 from distmtl.errors import ConfigError, DistmtlError
+from distmtl.registry import Registry
 
 SourceFn = Callable[[DataConfig], Samples]
 SpecsFn = Callable[[DataConfig], dict[str, TargetSpec]]
-_SOURCES: dict[str, tuple[SourceFn, SpecsFn]] = {}
+
+
+class Source(NamedTuple):
+    """A data source: ``build`` loads the samples, ``targets`` lists them without loading the data."""
+
+    build: SourceFn
+    targets: SpecsFn
+
+
+SOURCES: Registry[Source] = Registry("source", "data.source")
 
 
 def register_source(name: str, specs: SpecsFn) -> Callable[[SourceFn], SourceFn]:
     """Register a source builder under ``name``; ``specs(cfg)`` lists its targets without loading the data."""
 
     def decorator(fn: SourceFn) -> SourceFn:
-        _SOURCES[name] = (fn, specs)
+        SOURCES.register(name)(Source(fn, specs))
         return fn
 
     return decorator
 
 
-def source_names() -> list[str]:
-    """Names of all registered sources."""
-    _load_builtin()
-    return sorted(_SOURCES)
-
-
 def source_targets(cfg: DataConfig) -> dict[str, TargetSpec]:
     """The targets the configured source offers (cheap: reads at most metadata)."""
-    _load_builtin()
-    if cfg.source not in _SOURCES:
-        raise ConfigError(f"data.source: unknown source '{cfg.source}' (available: {', '.join(sorted(_SOURCES))})")
-    return _SOURCES[cfg.source][1](cfg)
+    return SOURCES.get(cfg.source).targets(cfg)
 
 
 #: Targets every source offers because they are derived from the image itself.
@@ -61,8 +64,7 @@ def check_targets(cfg: DataConfig, tasks: list[str]) -> dict[str, TargetSpec]:
 
 def build_source(cfg: DataConfig) -> Samples:
     """Build the configured source with all its targets."""
-    source_targets(cfg)
-    return _SOURCES[cfg.source][0](cfg)
+    return SOURCES.get(cfg.source).build(cfg)
 
 
 def build_samples(cfg: DataConfig, tasks: list[str]) -> Samples:
@@ -118,14 +120,3 @@ def one_vs_all(labels: torch.Tensor, names: list[str], prefix: str) -> tuple[dic
 def all_present(targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Has-target masks for targets every sample carries."""
     return {t: torch.ones(len(v), dtype=torch.bool) for t, v in targets.items()}
-
-
-def _load_builtin() -> None:
-    """Import the built-in sources so that their decorators run (lazily: nothing heavy at import time)."""
-    import distmtl.data.cifar100  # noqa: F401
-    import distmtl.data.combined  # noqa: F401
-    import distmtl.data.digits  # noqa: F401
-    import distmtl.data.hdf5_store  # noqa: F401
-    import distmtl.data.oxford_pet  # noqa: F401
-    import distmtl.data.synthetic  # noqa: F401
-    import distmtl.data.torchvision_sets  # noqa: F401

@@ -1,9 +1,18 @@
-"""Checkpoint files: model, optimizer, weighting state, epoch, best-so-far and RNG state in one file."""
+"""The checkpoint format: a typed :class:`TrainingState`, written atomically and read back safely.
+
+A checkpoint holds exactly what resuming needs — epoch, model, optimizer, weighting, the model's
+structure (e.g. Selective Sharing's branch map) and its structure controller's state, the best
+epoch so far with its weights, RNG states, the sampler position, the global step — plus the config
+and the epoch's metrics. It is stored as plain tensors, numbers, strings, lists and dicts, so it
+loads with ``torch.load(weights_only=True)``: reading a checkpoint never runs pickled code.
+"""
 
 from __future__ import annotations
 
-import json
+import math
+import os
 import random
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +23,86 @@ from distmtl.errors import DistmtlError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 ARTIFACTS_DIR = "artifacts"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+
+@dataclass
+class Best:
+    """The best epoch so far on the validation selection metric, and a CPU copy of its weights and structure."""
+
+    epoch: int = -1
+    score: float = math.nan
+    state: dict[str, torch.Tensor] | None = None
+    structure: dict | None = None
+
+    def improves(self, score: float, mode: str) -> bool:
+        """Whether ``score`` beats this best in direction ``mode`` (``min``/``max``); NaN never does."""
+        if math.isnan(score):
+            return False
+        if self.epoch < 0 or math.isnan(self.score):
+            return True
+        return score < self.score if mode == "min" else score > self.score
+
+
+@dataclass
+class TrainingState:
+    """Everything a checkpoint holds after ``epoch`` (the last completed epoch) finished."""
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    weighting: dict[str, torch.Tensor]
+    best: Best
+    rng: dict[str, Any]
+    config: dict[str, Any]
+    structure: dict[str, Any] = field(default_factory=dict)
+    controller: dict[str, Any] = field(default_factory=dict)
+    sampler: dict[str, int] = field(default_factory=dict)
+    global_step: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/checkpoint.pt`` atomically (a temporary file in the same directory, then a rename)."""
+        path = Path(directory) / CHECKPOINT_FILE
+        partial = path.with_name(path.name + ".partial")
+        torch.save(asdict(self), partial)
+        os.replace(partial, path)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrainingState:
+        """Read a checkpoint onto the CPU; a missing, corrupt or other-version file raises :class:`DistmtlError`."""
+        path = Path(directory) / CHECKPOINT_FILE
+        if not path.is_file():
+            raise DistmtlError(f"no checkpoint at {path} (expected a directory holding {CHECKPOINT_FILE})")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises pickle, zip and runtime errors alike for damaged files
+            raise DistmtlError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else 'damaged file'})") from None
+        version = payload.get("format_version") if isinstance(payload, dict) else None
+        if version != FORMAT_VERSION:
+            raise DistmtlError(f"checkpoint {path} has format version {version}, this distmtl reads {FORMAT_VERSION}")
+        payload["best"] = Best(**payload["best"])
+        return cls(**payload)
+
+
+def load_checkpoint(directory: str | Path) -> TrainingState:
+    """The :class:`TrainingState` saved in ``directory``."""
+    return TrainingState.load(directory)
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's Python, NumPy and torch random states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's Python, NumPy and torch random states, as plain lists and tensors."""
+    version, internal, gauss = random.getstate()
+    numpy = np.random.get_state(legacy=False)
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": {"key": torch.from_numpy(numpy["state"]["key"].astype(np.int64)), "pos": int(numpy["state"]["pos"]),
+                  "has_gauss": int(numpy["has_gauss"]), "gauss": float(numpy["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -27,45 +110,12 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]},
+                         "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"]})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(directory: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (plus the format version) to ``directory/checkpoint.pt``."""
-    path = Path(directory) / CHECKPOINT_FILE
-    torch.save({"format_version": FORMAT_VERSION, **payload}, path)
-    return path
-
-
-def load_checkpoint(directory: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` onto the CPU."""
-    path = Path(directory) / CHECKPOINT_FILE
-    if not path.is_file():
-        raise DistmtlError(f"no checkpoint at {path} (expected a directory holding {CHECKPOINT_FILE})")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise DistmtlError(
-            f"checkpoint {path} has format version {payload.get('format_version')}, this distmtl reads {FORMAT_VERSION}"
-        )
-    return payload
-
-
-def save_artifacts(artifacts: dict, directory: Path, epoch: int) -> None:
-    """Save each artifact as ``directory/<name>_epoch<NNN>.png`` (a matplotlib figure, then closed) or
-    ``.json`` (a dict)."""
-    if not artifacts:
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, value in artifacts.items():
-        stem = directory / f"{name}_epoch{epoch:03d}"
-        if isinstance(value, dict):
-            stem.with_suffix(".json").write_text(json.dumps(value, indent=1))
-        else:
-            import matplotlib.pyplot as plt
-
-            value.savefig(stem.with_suffix(".png"), dpi=90)
-            plt.close(value)

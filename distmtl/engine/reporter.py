@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from distmtl.engine.checkpoint import TrainingState
+
 
 class Reporter(Protocol):
     """Receives one report per epoch from every rank (a barrier under Ray Train)."""
@@ -37,7 +39,11 @@ class LocalReporter:
         self.history.append(dict(metrics))
         if checkpoint_dir and self.output_dir:
             target = self.output_dir / f"checkpoint_{len(self.history) - 1:06d}"
-            shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
+            partial = target.with_name(target.name + ".partial")  # copied whole, then renamed: never half a checkpoint
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, partial)
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
             self.checkpoints.append(target)
 
     @property
@@ -45,9 +51,7 @@ class LocalReporter:
         """The best epoch's weights as of the latest checkpoint (needs ``output_dir``)."""
         if not self.checkpoints:
             return None
-        from distmtl.engine.checkpoint import load_checkpoint
-
-        return load_checkpoint(self.checkpoints[-1])["best"]["state"]
+        return TrainingState.load(self.checkpoints[-1]).best.state
 
     @contextlib.contextmanager
     def restore_dir(self) -> Iterator[str | None]:

@@ -1,14 +1,12 @@
-"""The training loop of one worker: epochs, validation, best-epoch selection, test, checkpoints, reports."""
+"""The training run of one worker: epochs, validation, best-epoch selection, test, checkpoints, reports."""
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,187 +14,253 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from distmtl.config.checks import check_config
 from distmtl.config.schema import Config
 from distmtl.data.noise import salt_and_pepper
-from distmtl.data.sources import RECONSTRUCTION, build_samples, check_targets
+from distmtl.data.sources import RECONSTRUCTION, build_samples
 from distmtl.engine.accumulator import EpochAccumulator
-from distmtl.engine.checkpoint import ARTIFACTS_DIR, load_checkpoint, rng_state, save_artifacts, save_checkpoint, set_rng_state
+from distmtl.engine.assembly import build_parts
+from distmtl.engine.checkpoint import ARTIFACTS_DIR, Best, TrainingState, rng_state, set_rng_state
 from distmtl.engine.context import DistContext, resolve_device
 from distmtl.engine.loaders import build_loaders, make_splits, to_device
 from distmtl.engine.optim import build_optimizer
 from distmtl.engine.reporter import Reporter
-from distmtl.models import MultiTaskModel, build_model
-from distmtl.tasks import Task, build_tasks, selectable_metrics
-from distmtl.weighting import Weighting, build_weighting
+from distmtl.engine.structure import build_controller
+from distmtl.errors import DistmtlError
+from distmtl.models import MultiTaskModel
+from distmtl.tracking.plots import save_artifacts
 
 log = logging.getLogger("distmtl")
 
+Losses = dict[str, float]
+TaskMetrics = dict[str, dict[str, float]]
 
-@dataclass
-class Best:
-    """The best epoch so far on the validation selection metric, and a CPU copy of its weights."""
+#: Config entries a checkpoint must share with the run that resumes from it.
+_MUST_MATCH = {"tasks": lambda c: c["tasks"], "model.architecture": lambda c: c["model"]["architecture"],
+               "model.encoder": lambda c: c["model"]["encoder"], "model.channels": lambda c: c["model"]["channels"],
+               "model.bottleneck": lambda c: c["model"]["bottleneck"]}
 
-    epoch: int = -1
-    score: float = math.nan
-    state: dict[str, torch.Tensor] | None = None
-    structure: dict | None = None
 
-    def improves(self, score: float, mode: str) -> bool:
-        if math.isnan(score):
-            return False
-        if self.epoch < 0 or math.isnan(self.score):
-            return True
-        return score < self.score if mode == "min" else score > self.score
+class Trainer:
+    """One worker's share of a (possibly distributed) training run.
+
+    Every rank builds a Trainer from the same config. The model is wrapped in DDP when the
+    process group has more than one rank; a checkpoint from ``reporter.restore_dir()`` resumes the
+    run where it stopped. :meth:`fit` runs the remaining epochs and returns the last report.
+    """
+
+    def __init__(self, config: Config, reporter: Reporter, ctx: DistContext | None = None) -> None:
+        self.config = config
+        self.reporter = reporter
+        self.ctx = ctx or DistContext.current(resolve_device(config.train.device))
+        torch.manual_seed(config.train.seed)
+        self.samples = build_samples(config.data, config.tasks)
+        self.splits = make_splits(config, self.samples)
+        parts = build_parts(config, in_channels=self.samples.image_shape[0])
+        self.tasks, self.selection_mode = parts.tasks, parts.selection_mode
+        self.model = parts.model.to(self.ctx.device)
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.weighting = parts.weighting.to(self.ctx.device)
+        self.controller = build_controller(config.model.architecture, self.model)
+        self.optimizer = self._new_optimizer()
+        self.best, self.start_epoch, self.global_step = Best(), 0, 0
+        with reporter.restore_dir() as restore:
+            state = TrainingState.load(restore) if restore else None
+        if state:
+            self.load_state_dict(state)
+            log.info("resumed from %s at epoch %d", restore, self.start_epoch)
+        self.net = self._wrap()
+        self.loaders = build_loaders(config, self.samples, self.splits, self.ctx)
+        self.noise = torch.Generator(device=self.ctx.device)
+        self.autocast = (torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
+                         if config.train.precision == "bf16" else nullcontext())
+
+    # --- the run ---------------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train the remaining epochs; return the last report (with test metrics at the best epoch)."""
+        if self.ctx.is_main:
+            log.info("training %s on %d/%d/%d samples (train/val/test), %d parameters, %d worker(s), device %s",
+                     self.config.model.architecture, *map(len, self.splits), self.model.parameter_counts()["total"],
+                     self.ctx.world_size, self.ctx.device)
+        metrics: dict[str, float] = {}
+        for epoch in range(self.start_epoch, self.config.optim.epochs):
+            metrics = self.run_epoch(epoch)
+        return metrics
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """Train one epoch, let the structure controller act, validate, track the best epoch, test after the
+        last epoch, and report with a checkpoint."""
+        started = time.perf_counter()
+        weights = self.weighting.weights()
+        train_losses, train_metrics = self.train_epoch(epoch, weights)
+        train_seconds = time.perf_counter() - started
+        self.weighting.end_epoch(train_losses)
+        if self.controller and self.controller.end_epoch(self.ctx, epoch, train_losses):
+            self.optimizer = self._rebuild_optimizer()  # the architecture changed, on every rank alike
+            self.net = self._wrap()
+        val_losses, val_metrics = self.evaluate(self.net, self.loaders.val)
+        selection = self.config.train.selection_metric
+
+        metrics = {"epoch": epoch, "epoch_time_s": time.perf_counter() - started,
+                   "train/images_per_s": len(self.splits[0]) / train_seconds}
+        metrics.update(_flatten("train", train_losses, train_metrics, weights))
+        metrics.update(_flatten("val", val_losses, val_metrics, self.weighting.static))
+        metrics.update({f"weight/{t}": w for t, w in weights.items()})
+        metrics.update({f"params/{k}": v for k, v in self.model.parameter_counts().items()})
+        metrics.update(self.model.extra_metrics())
+        if self.controller:
+            metrics.update(self.controller.metrics())
+        if self.best.improves(metrics[selection], self.selection_mode):
+            self.best = Best(epoch, metrics[selection], _cpu_state(self.model), self.model.structure())
+        metrics.update({"best_epoch": self.best.epoch, f"best/{selection}": self.best.score})
+        rng = rng_state()  # before the test pass, whose loader draws from the RNG, so resuming is exact
+        if epoch == self.config.optim.epochs - 1:
+            metrics.update(self.test_at_best())
+        self._report(self.state_dict(epoch, rng, metrics))
+        if self.ctx.is_main:
+            log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, self.config.optim.epochs, _summary(metrics, selection),
+                     metrics["epoch_time_s"])
+        return metrics
+
+    def train_epoch(self, epoch: int, weights: dict[str, float]) -> tuple[Losses, TaskMetrics]:
+        """One pass over this rank's training shard; returns the all-reduced mean losses and metrics."""
+        self.loaders.sampler.set_epoch(epoch)
+        self.noise.manual_seed(self.config.train.seed * 1_000_003 + epoch * 7919 + self.ctx.rank)
+        self.model.train()
+        accumulator = EpochAccumulator(self.tasks, self.ctx.device)
+        for batch in self.loaders.train:
+            images, targets, masks = self._batch(batch)
+            images = salt_and_pepper(images, self.config.data.noise_level, self.noise)
+            with self.autocast:
+                outputs = self.net(images)
+            terms = self._loss_terms(outputs, targets, masks)
+            losses = {name: total / count.clamp(min=1) for name, (total, count) in terms.items()}
+            if self.controller:
+                self.controller.observe(losses)
+            loss = self.weighting.combine(losses, weights)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._average_weighting_gradients()
+            self.optimizer.step()
+            self.global_step += 1
+            accumulator.add(outputs, targets, masks, terms)
+        return accumulator.reduce(self.ctx)
+
+    @torch.no_grad()
+    def evaluate(self, net: nn.Module, loader) -> tuple[Losses, TaskMetrics]:
+        """One pass over ``loader`` in eval mode; returns the all-reduced mean losses and metrics."""
+        net.eval()
+        accumulator = EpochAccumulator(self.tasks, self.ctx.device)
+        for batch in loader:
+            images, targets, masks = self._batch(batch)
+            with self.autocast:
+                outputs = net(images)
+            accumulator.add(outputs, targets, masks, self._loss_terms(outputs, targets, masks))
+        return accumulator.reduce(self.ctx)
+
+    def test_at_best(self) -> dict[str, float]:
+        """Test metrics of the best epoch's weights (every rank evaluates its shard; results are all-reduced)."""
+        if self.best.state is None:
+            return {}
+        evaluated = copy.deepcopy(self.model)
+        evaluated.restore_structure(self.best.structure or {})
+        evaluated.load_state_dict(self.best.state)
+        losses, metrics = self.evaluate(evaluated, self.loaders.test)
+        return _flatten("test", losses, metrics, self.weighting.static)
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self, epoch: int, rng: dict[str, Any], metrics: dict[str, float]) -> TrainingState:
+        """What a checkpoint after ``epoch`` holds."""
+        return TrainingState(
+            epoch=epoch, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+            weighting=self.weighting.state_dict(), best=self.best, rng=rng, config=self.config.model_dump(),
+            structure=self.model.structure(), controller=self.controller.state_dict() if self.controller else {},
+            sampler={"epoch": epoch + 1, "batches_done": 0}, global_step=self.global_step, metrics=metrics,
+        )
+
+    def load_state_dict(self, state: TrainingState) -> None:
+        """Continue from ``state``: reshape the model as it was, then load every part's state."""
+        _check_compatible(state.config, self.config.model_dump())
+        self.model.restore_structure(state.structure)
+        self.optimizer = self._new_optimizer()  # over the restored shape's parameters
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.weighting.load_state_dict(state.weighting)
+        if self.controller:
+            self.controller.load_state_dict(state.controller)
+        set_rng_state(state.rng)
+        self.best, self.global_step = state.best, state.global_step
+        self.start_epoch = state.sampler["epoch"]
+
+    def _report(self, state: TrainingState) -> None:
+        """Every rank reports; rank 0 attaches this epoch's checkpoint, with the model's and controller's
+        records (JSON, and PNG where tracking draws them) in its ``artifacts/`` folder."""
+        if not self.ctx.is_main:
+            self.reporter.report(state.metrics, None)
+            return
+        with tempfile.TemporaryDirectory(prefix="distmtl-ckpt-") as directory:
+            state.save(directory)
+            records = {**self.model.diagnostics(), **(self.controller.diagnostics() if self.controller else {})}
+            save_artifacts(records, Path(directory) / ARTIFACTS_DIR, state.epoch)
+            self.reporter.report(state.metrics, directory)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _batch(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        images, targets, masks = to_device(batch, self.ctx.device, self.config.train.channels_last)
+        if RECONSTRUCTION in self.tasks:  # the clean (un-noised) input is the target
+            targets[RECONSTRUCTION] = images
+            masks[RECONSTRUCTION] = torch.ones(len(images), dtype=torch.bool, device=images.device)
+        return images, targets, masks
+
+    def _loss_terms(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+                    masks: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {name: task.masked_loss_terms(outputs[name], targets[name], masks[name]) for name, task in self.tasks.items()}
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.config.optim, self.model, list(self.weighting.parameters()))
+
+    def _rebuild_optimizer(self) -> torch.optim.Optimizer:
+        """A new optimizer over the model's current parameters; surviving parameters keep their state."""
+        old, optimizer = self.optimizer, self._new_optimizer()
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param in old.state:
+                    optimizer.state[param] = old.state[param]
+        return optimizer
+
+    def _wrap(self) -> nn.Module:
+        """DDP around the model when there are several ranks (again after every change of its parameters)."""
+        if self.ctx.world_size == 1:
+            return self.model
+        device = self.ctx.device
+        return DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       find_unused_parameters=_has_unused_parameters(self.model, self.samples.image_shape,
+                                                                                     device))
+
+    def _average_weighting_gradients(self) -> None:
+        """Average the gradients of parameters outside DDP (a learned weighting's) across ranks."""
+        if self.ctx.world_size == 1:
+            return
+        for p in self.weighting.parameters():
+            if p.grad is not None:
+                self.ctx.all_reduce_sum(p.grad).div_(self.ctx.world_size)
 
 
 def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) -> dict[str, float]:
-    """Train ``config`` on this worker and return the last report (with test metrics at the best epoch).
-
-    Every rank must call this with the same config. The model is wrapped in DDP when the process
-    group has more than one rank. A checkpoint from ``reporter.restore_dir()`` resumes the run.
-    """
-    check_config(config)
-    ctx = ctx or DistContext.current(resolve_device(config.train.device))
-    torch.manual_seed(config.train.seed)
-    samples = build_samples(config.data, config.tasks)
-    splits = make_splits(config, samples)
-    tasks = build_tasks(config.tasks, check_targets(config.data, config.tasks))
-    model = build_model(config.model, tasks, in_channels=samples.image_shape[0]).to(ctx.device)
-    if config.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    weighting = build_weighting(config.weighting, config.tasks)
-    selection = config.train.selection_metric
-    mode = config.train.selection_mode or selectable_metrics(tasks)[selection]
-
-    start_epoch, best = 0, Best()
-    with reporter.restore_dir() as restore:
-        payload = load_checkpoint(restore) if restore else None
-    if payload:
-        model.restore_structure(payload.get("structure", {}))
-    optimizer = build_optimizer(config.optim, model, weighting.parameters())
-    if payload:
-        start_epoch, best = _restore(payload, model, optimizer, weighting)
-        log.info("resumed from %s at epoch %d", restore, start_epoch)
-    net = _wrap(model, ctx, samples.image_shape)
-    loaders = build_loaders(config, samples, splits, ctx)
-    noise = torch.Generator(device=ctx.device)
-    counts = model.parameter_counts()
-    if ctx.is_main:
-        log.info("training %s on %d/%d/%d samples (train/val/test), %d parameters, %d worker(s), device %s",
-                 config.model.architecture, *map(len, splits), counts["total"], ctx.world_size, ctx.device)
-
-    metrics: dict[str, float] = {}
-    for epoch in range(start_epoch, config.optim.epochs):
-        started = time.perf_counter()
-        loaders.sampler.set_epoch(epoch)
-        noise.manual_seed(config.train.seed * 1_000_003 + epoch * 7919 + ctx.rank)
-        weights = weighting.weights()
-        model.train()
-        train_losses, train_metrics = _run_epoch(net, tasks, loaders.train, ctx, config, weights, optimizer, noise,
-                                                 weighting)
-        train_seconds = time.perf_counter() - started
-        weighting.end_epoch(train_losses)
-        if model.end_epoch(ctx, epoch, train_losses):  # the architecture changed on every rank alike
-            optimizer = _rebuild_optimizer(config, model, weighting, optimizer)
-            net = _wrap(model, ctx, samples.image_shape)
-            counts = model.parameter_counts()
-        model.eval()
-        val_losses, val_metrics = _run_epoch(net, tasks, loaders.val, ctx, config, weighting.static)
-        epoch_seconds = time.perf_counter() - started
-
-        metrics = {"epoch": epoch, "epoch_time_s": epoch_seconds,
-                   "train/images_per_s": len(splits[0]) / train_seconds}
-        metrics.update(_flatten("train", train_losses, train_metrics, weights))
-        metrics.update(_flatten("val", val_losses, val_metrics, weighting.static))
-        metrics.update({f"weight/{t}": w for t, w in weights.items()})
-        metrics.update({f"params/{k}": v for k, v in counts.items()})
-        metrics.update(model.extra_metrics())
-        if best.improves(metrics[selection], mode):
-            best = Best(epoch, metrics[selection], _cpu_state(model), model.structure())
-        metrics.update({"best_epoch": best.epoch, f"best/{selection}": best.score})
-        rng = rng_state()  # before the test pass, whose loader draws from the RNG, so resuming is exact
-        if epoch == config.optim.epochs - 1:
-            metrics.update(_test_at_best(model, best, tasks, loaders.test, ctx, config, weighting.static))
-        _report(reporter, ctx, metrics, model, epoch, {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "weighting": weighting.state_dict(),
-            "best": {"epoch": best.epoch, "score": best.score, "state": best.state, "structure": best.structure},
-            "structure": model.structure(),
-            "rng": rng,
-            "config": config.model_dump(),
-            "metrics": metrics,
-        })
-        if ctx.is_main:
-            log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, config.optim.epochs, _summary(metrics, selection), epoch_seconds)
-    return metrics
+    """Train ``config`` on this worker and return the last report (with test metrics at the best epoch)."""
+    return Trainer(config, reporter, ctx).fit()
 
 
-def _run_epoch(
-    net: nn.Module,
-    tasks: dict[str, Task],
-    loader,
-    ctx: DistContext,
-    config: Config,
-    weights: dict[str, float],
-    optimizer: torch.optim.Optimizer | None = None,
-    noise: torch.Generator | None = None,
-    weighting: Weighting | None = None,
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """One pass over ``loader``: a training epoch when ``optimizer`` is given, else an evaluation."""
-    training = optimizer is not None
-    acc = EpochAccumulator(tasks, ctx.device)
-    autocast = (torch.autocast(ctx.device.type, dtype=torch.bfloat16)
-                if config.train.precision == "bf16" else nullcontext())
-    with torch.set_grad_enabled(training):
-        for batch in loader:
-            images, targets, masks = to_device(batch, ctx.device, config.train.channels_last)
-            if RECONSTRUCTION in tasks:  # the clean (un-noised) input is the target
-                targets[RECONSTRUCTION] = images
-                masks[RECONSTRUCTION] = torch.ones(len(images), dtype=torch.bool, device=images.device)
-            if training:
-                images = salt_and_pepper(images, config.data.noise_level, noise)
-            with autocast:
-                outputs = net(images)
-            terms = {name: task.masked_loss_terms(outputs[name], targets[name], masks[name]) for name, task in tasks.items()}
-            if training:
-                losses = {name: total / count.clamp(min=1) for name, (total, count) in terms.items()}
-                _unwrap(net).observe_losses(losses)
-                loss = weighting.combine(losses, weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                _average_gradients(weighting.parameters(), ctx)
-                optimizer.step()
-            acc.add(outputs, targets, masks, terms)
-    return acc.reduce(ctx)
+def _check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """A checkpoint resumes only a run of the same task set and architecture; name every difference."""
+    differences = [f"{key}: checkpoint {read(saved)}, config {read(current)}"
+                   for key, read in _MUST_MATCH.items() if read(saved) != read(current)]
+    if differences:
+        raise DistmtlError(f"the checkpoint is of another model ({'; '.join(differences)}); "
+                           "resume with the config it was written by")
 
 
-def _wrap(model: MultiTaskModel, ctx: DistContext, image_shape: tuple[int, ...]) -> nn.Module:
-    """DDP around the model when there are several ranks (again after every change of its parameters)."""
-    if ctx.world_size == 1:
-        return model
-    return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                                   find_unused_parameters=_has_unused_parameters(model, image_shape, ctx.device))
-
-
-def _unwrap(net: nn.Module) -> MultiTaskModel:
-    return net.module if isinstance(net, DistributedDataParallel) else net  # type: ignore[return-value]
-
-
-def _rebuild_optimizer(config: Config, model: MultiTaskModel, weighting: Weighting,
-                       old: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """A new optimizer over the model's current parameters; surviving parameters keep their state."""
-    optimizer = build_optimizer(config.optim, model, weighting.parameters())
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            if param in old.state:
-                optimizer.state[param] = old.state[param]
-    return optimizer
-
-
-def _has_unused_parameters(model: nn.Module, image_shape: tuple[int, ...], device: torch.device) -> bool:
+def _has_unused_parameters(model: MultiTaskModel, image_shape: tuple[int, ...], device: torch.device) -> bool:
     """Whether some trainable parameter gets no gradient from the task outputs (e.g. a bottleneck that
     only dense heads follow); DDP must then look for unused parameters every step, or it hangs."""
     model.eval()
@@ -207,59 +271,13 @@ def _has_unused_parameters(model: nn.Module, image_shape: tuple[int, ...], devic
     return unused
 
 
-def _average_gradients(parameters: list[torch.nn.Parameter], ctx: DistContext) -> None:
-    """Average the gradients of parameters outside DDP (a learned weighting's) across ranks."""
-    for p in parameters:
-        if p.grad is not None and ctx.world_size > 1:
-            ctx.all_reduce_sum(p.grad).div_(ctx.world_size)
-
-
-def _flatten(
-    split: str, losses: dict[str, float], metrics: dict[str, dict[str, float]], weights: dict[str, float]
-) -> dict[str, float]:
+def _flatten(split: str, losses: Losses, metrics: TaskMetrics, weights: dict[str, float]) -> dict[str, float]:
     """``{split}/loss`` (weighted sum) plus ``{split}/{task}/loss`` and ``{split}/{task}/{metric}``."""
     flat = {f"{split}/loss": sum(weights[t] * v for t, v in losses.items())}
     for task, loss in losses.items():
         flat[f"{split}/{task}/loss"] = loss
         flat.update({f"{split}/{task}/{name}": value for name, value in metrics[task].items()})
     return flat
-
-
-def _test_at_best(
-    model: MultiTaskModel, best: Best, tasks: dict[str, Task], loader, ctx: DistContext, config: Config,
-    weights: dict[str, float],
-) -> dict[str, float]:
-    """Test metrics of the best epoch's weights (every rank evaluates its shard; results are all-reduced)."""
-    if best.state is None:
-        return {}
-    evaluated = copy.deepcopy(model)
-    evaluated.restore_structure(best.structure or {})
-    evaluated.load_state_dict(best.state)
-    evaluated.eval()
-    losses, metrics = _run_epoch(evaluated, tasks, loader, ctx, config, weights)
-    return _flatten("test", losses, metrics, weights)
-
-
-def _report(reporter: Reporter, ctx: DistContext, metrics: dict[str, float], model: MultiTaskModel, epoch: int,
-            checkpoint: dict[str, Any]) -> None:
-    """Every rank reports; rank 0 attaches this epoch's checkpoint, with the model's artifacts (PNG, JSON)
-    in its ``artifacts/`` folder (the tracking callbacks log them to MLflow)."""
-    if not ctx.is_main:
-        reporter.report(metrics, None)
-        return
-    with tempfile.TemporaryDirectory(prefix="distmtl-ckpt-") as directory:
-        save_checkpoint(directory, checkpoint)
-        save_artifacts(model.artifacts(), Path(directory) / ARTIFACTS_DIR, epoch)
-        reporter.report(metrics, directory)
-
-
-def _restore(payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, weighting: Weighting) -> tuple[int, Best]:
-    """Load a checkpoint into the (already reshaped) model, optimizer and weighting; return (next epoch, best so far)."""
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    weighting.load_state_dict(payload["weighting"])
-    set_rng_state(payload["rng"])
-    return payload["epoch"] + 1, Best(**payload["best"])
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

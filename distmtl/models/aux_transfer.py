@@ -3,55 +3,39 @@ encoders taken from earlier runs (e.g. a detection-only and a classification-onl
 cross-stitch row: x̃_own[c] = α[c, own]·x_own[c] + Σ_aux α[c, aux]·x_aux[c].
 
 ``model.aux_checkpoints`` names the earlier runs' checkpoint directories; each must hold a
-``hard_sharing`` model whose encoder has this run's stage widths. Their best-epoch weights are
-loaded and frozen (eval mode, no gradients).
+``hard_sharing`` model whose encoder has this run's stage widths. The assembly layer
+(:mod:`distmtl.engine.assembly`) loads their best-epoch weights, freezes them (eval mode, no
+gradients) and hands them to this architecture as ``frozen_encoders``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from distmtl.config.schema import Config, ModelConfig
+from distmtl.config.schema import ModelConfig
 from distmtl.errors import ConfigError
-from distmtl.models.base import ARCHITECTURES, MultiTaskModel, build_model
+from distmtl.features import Features
+from distmtl.models.base import ARCHITECTURES, MultiTaskModel
 from distmtl.models.cross_stitch import stitch_optimizer_groups, stitch_units
 from distmtl.models.encoders import ENCODERS, Encoder
-from distmtl.models.features import Features
 from distmtl.tasks.base import Task
-
-
-def load_frozen_encoder(directory: str, in_channels: int) -> Encoder:
-    """The encoder of the hard-sharing model saved in ``directory`` (best-epoch weights), frozen."""
-    from distmtl.data.sources import check_targets
-    from distmtl.engine.checkpoint import load_checkpoint
-    from distmtl.tasks.base import build_tasks
-
-    payload = load_checkpoint(directory)
-    config = Config.model_validate(payload["config"])
-    if config.model.architecture != "hard_sharing":
-        raise ConfigError(f"model.aux_checkpoints: {directory} holds a {config.model.architecture} model; "
-                          "auxiliary encoders come from hard_sharing runs")
-    model = build_model(config.model, build_tasks(config.tasks, check_targets(config.data, config.tasks)), in_channels)
-    model.load_state_dict(payload["best"]["state"] or payload["model"])
-    encoder = model.encoder
-    encoder.requires_grad_(False)
-    return encoder.eval()
 
 
 @ARCHITECTURES.register("aux_transfer")
 class AuxTransfer(MultiTaskModel):
     """Own trainable encoder + frozen auxiliary encoders fused stage by stage; heads on the fused features."""
 
-    def __init__(self, cfg: ModelConfig, tasks: dict[str, Task], in_channels: int) -> None:
+    def __init__(self, cfg: ModelConfig, tasks: dict[str, Task], in_channels: int,
+                 frozen_encoders: Sequence[Encoder] = ()) -> None:
         super().__init__()
-        if not cfg.aux_checkpoints:
+        if not frozen_encoders:
             raise ConfigError("model.aux_checkpoints: aux_transfer needs at least one checkpoint directory of an earlier run")
         self.task_names = list(tasks)
         self.encoder = ENCODERS.get(cfg.encoder)(cfg, in_channels)
-        self.aux = nn.ModuleList(load_frozen_encoder(d, in_channels) for d in cfg.aux_checkpoints)
+        self.aux = nn.ModuleList(frozen_encoders)
         for directory, aux in zip(cfg.aux_checkpoints, self.aux):
             if aux.stage_channels != self.encoder.stage_channels:
                 raise ConfigError(f"model.aux_checkpoints: {directory} has stage widths {aux.stage_channels}, "

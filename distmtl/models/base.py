@@ -1,4 +1,5 @@
-"""The multi-task model contract every architecture implements, and the architecture registry.
+"""The multi-task model contract every architecture implements, and the architecture registry
+(the architectures register themselves in their modules; ``distmtl.models`` imports them all).
 
 Weightings and the engine rely only on this contract: ``forward`` returns ``{task: output}``,
 ``shared_parameters()`` / ``task_parameters(task)`` split the parameters, and
@@ -8,16 +9,14 @@ Weightings and the engine rely only on this contract: ``forward`` returns ``{tas
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import nn
 
 from distmtl.config.schema import ModelConfig
 from distmtl.registry import Registry
-
-if TYPE_CHECKING:
-    from distmtl.tasks.base import Task
+from distmtl.tasks.base import Task
 
 ARCHITECTURES: Registry = Registry("architecture", "model.architecture")
 
@@ -48,18 +47,10 @@ class MultiTaskModel(nn.Module):
         """Scalars about the model itself to report each epoch (e.g. learned mixing weights)."""
         return {}
 
-    def artifacts(self) -> dict:
-        """Files to store with each epoch's checkpoint and log to MLflow: name → matplotlib figure (PNG)
-        or JSON-serialisable dict (JSON)."""
+    def diagnostics(self) -> dict[str, dict]:
+        """JSON-serialisable records about the model to store with each epoch's checkpoint (name → record);
+        :mod:`distmtl.tracking.plots` draws the ones it knows."""
         return {}
-
-    def observe_losses(self, losses: dict[str, torch.Tensor]) -> None:
-        """Called every training step with the per-task losses, before the backward pass."""
-
-    def end_epoch(self, ctx, epoch: int, mean_losses: dict[str, float]) -> bool:
-        """Called on every rank after each training epoch; returns True when the parameters changed
-        (the engine then rebuilds the optimizer and re-wraps DDP on every rank)."""
-        return False
 
     def structure(self) -> dict:
         """What, beyond the state dict, rebuilds this model's shape (saved in checkpoints)."""
@@ -77,13 +68,7 @@ class MultiTaskModel(nn.Module):
         return counts
 
 
-def build_model(cfg: ModelConfig, tasks: dict[str, Task], in_channels: int) -> MultiTaskModel:
-    """Build the configured architecture for ``tasks`` on images with ``in_channels`` channels."""
-    import distmtl.models.aux_transfer  # noqa: F401  (the modules register themselves)
-    import distmtl.models.cross_stitch  # noqa: F401
-    import distmtl.models.hard_sharing  # noqa: F401
-    import distmtl.models.independent  # noqa: F401
-    import distmtl.models.label_reuse  # noqa: F401
-    import distmtl.models.selective_sharing  # noqa: F401
-
-    return ARCHITECTURES.get(cfg.architecture)(cfg, tasks, in_channels)
+def build_model(cfg: ModelConfig, tasks: dict[str, Task], in_channels: int, **inputs: Any) -> MultiTaskModel:
+    """Build the configured architecture for ``tasks`` on images with ``in_channels`` channels; ``inputs``
+    are what an architecture takes beyond the config (e.g. ``aux_transfer``'s frozen encoders)."""
+    return ARCHITECTURES.get(cfg.architecture)(cfg, tasks, in_channels, **inputs)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
 from distmtl.config.schema import CrossStitchConfig, ModelConfig
+from distmtl.features import Features
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel
 from distmtl.models.encoders import ENCODERS
-from distmtl.models.features import Features
 from distmtl.tasks.base import Task
 
 
@@ -99,22 +98,5 @@ class CrossStitch(MultiTaskModel):
             metrics[f"cross_stitch/stage{s}/cross"] = alpha[off].mean().item() if off.any() else 0.0
         return metrics
 
-    def artifacts(self) -> dict:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        alphas = self.alphas()
-        fig, axes = plt.subplots(1, len(alphas), figsize=(3.2 * len(alphas), 3.2), squeeze=False)
-        for s, (ax, alpha) in enumerate(zip(axes[0], alphas)):
-            ax.imshow(alpha.numpy(), cmap="viridis", vmin=0, vmax=max(1.0, alpha.max().item()))
-            ax.set_title(f"stage {s}")
-            ax.set_xticks(range(len(self.task_names)), self.task_names, rotation=45, ha="right")
-            ax.set_yticks(range(len(self.task_names)), self.task_names)
-            for (i, j), value in np.ndenumerate(alpha.numpy()):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=7)
-        fig.suptitle("cross-stitch α (mean over channels; row = receiving task)")
-        fig.tight_layout()
-        return {"cross_stitch_alpha": fig}
-
+    def diagnostics(self) -> dict[str, dict]:
+        return {"cross_stitch_alpha": {"tasks": self.task_names, "stages": [a.tolist() for a in self.alphas()]}}

@@ -12,7 +12,7 @@ from torch import nn
 
 from distmtl.config.schema import ModelConfig
 from distmtl.errors import ConfigError, DistmtlError
-from distmtl.models.features import Features, FeatureShape
+from distmtl.features import Features, FeatureShape
 from distmtl.registry import Registry
 
 ENCODERS: Registry = Registry("encoder", "model.encoder")

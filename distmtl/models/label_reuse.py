@@ -21,9 +21,9 @@ from torch import nn
 
 from distmtl.config.schema import ModelConfig
 from distmtl.errors import ConfigError
+from distmtl.features import Features
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel
 from distmtl.models.encoders import ENCODERS
-from distmtl.models.features import Features
 from distmtl.tasks.base import Task
 
 

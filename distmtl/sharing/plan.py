@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MERGE_RULES = ("lowest_loss", "mean", "max", "min")
-
-
 @dataclass
 class Merge:
     """Branches ``members`` become one: ``survivor`` keeps its name; ``rule`` says how weights combine."""

@@ -1,4 +1,4 @@
-"""The task contract and the registry of task kinds.
+"""The task contract and the registry of task kinds (the kinds themselves register in their modules).
 
 A task turns a model output and a (possibly missing) target into a per-sample loss and into
 *metric state*: a 1-D float64 tensor of sums (counts, sums of errors, ...). States add across
@@ -16,10 +16,11 @@ from torch import nn
 
 from distmtl.data.sample_set import TargetSpec
 from distmtl.errors import ConfigError
-from distmtl.models.features import FeatureShape
-from distmtl.models.heads import VectorHead
+from distmtl.features import FeatureShape
+from distmtl.registry import Registry
+from distmtl.tasks.heads import VectorHead
 
-_KINDS: dict[str, type[Task]] = {}
+TASK_KINDS: Registry[type[Task]] = Registry("task kind", "tasks")
 
 
 class Task(ABC):
@@ -68,44 +69,27 @@ class Task(ABC):
 
 
 def register_kind(name: str) -> Callable[[type[Task]], type[Task]]:
-    """Class decorator: make a task kind available under ``name``."""
+    """Class decorator: make a task kind available under ``name`` (and record it as the class's ``kind``)."""
 
     def decorator(cls: type[Task]) -> type[Task]:
         cls.kind = name
-        _KINDS[name] = cls
-        return cls
+        return TASK_KINDS.register(name)(cls)
 
     return decorator
 
 
-def kind_names() -> list[str]:
-    """Names of all registered task kinds."""
-    _load_builtin()
-    return sorted(_KINDS)
-
-
 def build_tasks(names: list[str], specs: dict[str, TargetSpec]) -> dict[str, Task]:
     """Instantiate one task per name, of the kind its target spec declares."""
-    _load_builtin()
     tasks = {}
     for name in names:
         kind = specs[name].kind
-        if kind not in _KINDS:
+        if kind not in TASK_KINDS:
             raise ConfigError(
                 f"tasks: '{name}' is a {kind} target, and no task kind '{kind}' exists "
-                f"(available kinds: {', '.join(sorted(_KINDS))})"
+                f"(available kinds: {', '.join(TASK_KINDS)})"
             )
-        tasks[name] = _KINDS[kind](name, specs[name])
+        tasks[name] = TASK_KINDS.get(kind)(name, specs[name])
     return tasks
-
-
-def _load_builtin() -> None:
-    import distmtl.tasks.binary  # noqa: F401
-    import distmtl.tasks.classification  # noqa: F401
-    import distmtl.tasks.dense  # noqa: F401
-    import distmtl.tasks.detection  # noqa: F401
-    import distmtl.tasks.ranking  # noqa: F401
-    import distmtl.tasks.regression  # noqa: F401
 
 
 def selectable_metrics(tasks: dict[str, Task]) -> dict[str, str]:

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distmtl.models.features import FeatureShape
-from distmtl.models.heads import DenseDecoder
+from distmtl.features import FeatureShape
 from distmtl.tasks.base import Task, register_kind
+from distmtl.tasks.heads import DenseDecoder
 
 
 @register_kind("segmentation")

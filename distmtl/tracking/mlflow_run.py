@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 _RUN_METRIC_NAMES = {"epoch", "best_epoch", "epoch_time_s"}
@@ -92,9 +92,6 @@ class MlflowRun:
         """Log the files a checkpoint carries in ``artifacts/`` (plots, JSON) under ``artifacts/``."""
         for path in sorted(Path(checkpoint_dir, "artifacts").glob("*")):
             self.client.log_artifact(self.run_id, str(path), "artifacts")
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the run as FINISHED, FAILED or KILLED."""

@@ -21,10 +21,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from distmtl.config import Config, apply_overrides, check_config, config_from_dict, load_yaml
+from distmtl.config import Config, apply_overrides, config_from_dict, load_yaml
 from distmtl.config.loading import describe_error
+from distmtl.engine.assembly import build_parts
 from distmtl.errors import ConfigError
-from distmtl.tasks import build_tasks, selectable_metrics
+from distmtl.tasks import selectable_metrics
 
 
 class _Strict(BaseModel):
@@ -129,14 +130,13 @@ class Space:
         self.base_path = (self.path.parent / self.file.base).resolve()
         self.base = apply_overrides(load_yaml(self.base_path), overrides or {})
         self.base_config = config_from_dict(self.base, source=str(self.base_path))
-        check_config(self.base_config)
+        parts = build_parts(self.base_config, in_channels=3)  # also checks every name in the base config
         for key, parameter in self.file.parameters.items():
             config_from_dict(
                 apply_overrides(self.base, {key: parameter.representative()}),
                 source=f"{self.path}: parameters.{key}",
             )
-        tasks = build_tasks(self.base_config.tasks, _specs(self.base_config))
-        metrics = selectable_metrics(tasks)
+        metrics = selectable_metrics(parts.tasks)
         if self.file.metric not in metrics:
             raise ConfigError(
                 f"{self.path}: metric '{self.file.metric}' is not reported by tasks {self.base_config.tasks} "
@@ -182,9 +182,3 @@ class Space:
         width = max(map(len, f.parameters))
         lines += [f"  {key:<{width}}  {p.describe()}" for key, p in f.parameters.items()]
         return "\n".join(lines)
-
-
-def _specs(config: Config):
-    from distmtl.data.sources import check_targets
-
-    return check_targets(config.data, config.tasks)

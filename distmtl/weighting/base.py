@@ -1,29 +1,32 @@
-"""The weighting contract and registry.
+"""The weighting contract and registry (the strategies register themselves in their modules).
 
-Every strategy multiplies the static per-task weights of the config (λ; 1 where unset) by its
-own factors. Epoch-level strategies (``fixed``, ``dwa``) change factors only at epoch
-boundaries, from epoch-mean *unweighted* training losses that the engine has already
+A weighting is an ``nn.Module`` so that it moves with the model (``.to(device)``): a learned
+strategy's parameters live on the training device, and its state travels in checkpoints through
+the usual ``state_dict``. Every strategy multiplies the static per-task weights of the config (λ;
+1 where unset) by its own factors. Epoch-level strategies (``fixed``, ``dwa``) change factors only
+at epoch boundaries, from epoch-mean *unweighted* training losses that the engine has already
 all-reduced across ranks, so every rank holds the same weights without communication.
-Strategies with learnable parameters (``uncertainty``) expose them through ``parameters()``;
-the engine optimises them and averages their gradients across ranks every step.
+Strategies with learnable parameters (``uncertainty``) register them as module parameters; the
+engine optimises them and averages their gradients across ranks every step.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+from torch import nn
 
 from distmtl.config.schema import WeightingConfig
 from distmtl.registry import Registry
 
-WEIGHTINGS: Registry = Registry("weighting method", "weighting.method")
+WEIGHTINGS: Registry[type[Weighting]] = Registry("weighting method", "weighting.method")
 
 
-class Weighting:
+@WEIGHTINGS.register("fixed")
+class Weighting(nn.Module):
     """Base strategy: static weights only (``fixed``)."""
 
     def __init__(self, cfg: WeightingConfig, tasks: list[str]) -> None:
+        super().__init__()
         self.tasks = list(tasks)
         self.static = {t: cfg.weights.get(t, 1.0) for t in self.tasks}
 
@@ -40,26 +43,10 @@ class Weighting:
         """One scalar from this batch's per-task losses, given this epoch's ``weights()``."""
         return sum(weights[t] * loss for t, loss in losses.items())
 
-    def parameters(self) -> list[torch.nn.Parameter]:
-        """Learnable parameters of the strategy (none for epoch-level strategies)."""
-        return []
-
     def end_epoch(self, mean_losses: dict[str, float]) -> None:
         """Record this epoch's mean unweighted training loss per task (identical on all ranks)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
-
-
-WEIGHTINGS.register("fixed")(Weighting)
 
 
 def build_weighting(cfg: WeightingConfig, tasks: list[str]) -> Weighting:
     """Instantiate the configured strategy."""
-    import distmtl.weighting.dwa  # noqa: F401  (registers itself)
-    import distmtl.weighting.uncertainty  # noqa: F401
-
     return WEIGHTINGS.get(cfg.method)(cfg, tasks)

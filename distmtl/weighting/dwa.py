@@ -8,7 +8,8 @@ epochs. Tasks whose loss falls more slowly get more weight; T → ∞ gives equa
 from __future__ import annotations
 
 import math
-from typing import Any
+
+import torch
 
 from distmtl.config.schema import WeightingConfig
 from distmtl.weighting.base import WEIGHTINGS, Weighting
@@ -16,28 +17,29 @@ from distmtl.weighting.base import WEIGHTINGS, Weighting
 
 @WEIGHTINGS.register("dwa")
 class DynamicWeightAverage(Weighting):
-    """DWA factors (times the static weights) from the last two epochs' mean losses."""
+    """DWA factors (times the static weights) from the last two epochs' mean losses.
+
+    ``history`` (a buffer, so it is checkpointed) holds the mean losses of the two latest epochs,
+    older first; ``epochs_seen`` counts the epochs recorded so far.
+    """
 
     def __init__(self, cfg: WeightingConfig, tasks: list[str]) -> None:
         super().__init__(cfg, tasks)
         self.temperature = cfg.temperature
-        self.history: list[dict[str, float]] = []
+        self.register_buffer("history", torch.zeros(2, len(self.tasks), dtype=torch.float64))
+        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
 
     def factors(self) -> dict[str, float]:
-        if len(self.history) < 2:
+        if int(self.epochs_seen) < 2:
             return {t: 1.0 for t in self.tasks}
-        previous, before = self.history[-1], self.history[-2]
-        ratios = {t: previous[t] / before[t] if before[t] > 0 else 1.0 for t in self.tasks}
-        top = max(ratios.values())
-        exps = {t: math.exp((r - top) / self.temperature) for t, r in ratios.items()}
-        total = sum(exps.values())
-        return {t: len(self.tasks) * e / total for t, e in exps.items()}
+        before, previous = self.history.tolist()
+        ratios = [p / b if b > 0 else 1.0 for p, b in zip(previous, before)]
+        top = max(ratios)
+        exps = [math.exp((r - top) / self.temperature) for r in ratios]
+        total = sum(exps)
+        return {t: len(self.tasks) * e / total for t, e in zip(self.tasks, exps)}
 
     def end_epoch(self, mean_losses: dict[str, float]) -> None:
-        self.history = (self.history + [dict(mean_losses)])[-2:]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = [dict(h) for h in state.get("history", [])]
+        latest = torch.tensor([mean_losses[t] for t in self.tasks], dtype=torch.float64, device=self.history.device)
+        self.history.copy_(torch.stack([self.history[1], latest]))
+        self.epochs_seen += 1

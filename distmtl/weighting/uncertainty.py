@@ -7,7 +7,7 @@ keeps σ_k from growing without bound. The reported weight of task k is λ_k·½
 
 from __future__ import annotations
 
-from typing import Any
+import math
 
 import torch
 
@@ -24,19 +24,8 @@ class UncertaintyWeighting(Weighting):
         self.log_vars = torch.nn.Parameter(torch.zeros(len(self.tasks)))
 
     def factors(self) -> dict[str, float]:
-        return {t: 0.5 * float(torch.exp(-v)) for t, v in zip(self.tasks, self.log_vars.detach())}
+        return {t: 0.5 * math.exp(-v) for t, v in zip(self.tasks, self.log_vars.detach().tolist())}
 
     def combine(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-        log_vars = self.log_vars.to(next(iter(losses.values())).device)
-        return sum(self.static[t] * 0.5 * (torch.exp(-log_vars[i]) * losses[t] + log_vars[i])
+        return sum(self.static[t] * 0.5 * (torch.exp(-self.log_vars[i]) * losses[t] + self.log_vars[i])
                    for i, t in enumerate(self.tasks))
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return [self.log_vars]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"log_vars": self.log_vars.detach().cpu().clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.log_vars.copy_(state["log_vars"])

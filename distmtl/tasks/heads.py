@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distmtl.models.features import Features, FeatureShape
+from distmtl.features import Features, FeatureShape
 
 
 class VectorHead(nn.Module):

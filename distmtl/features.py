@@ -1,4 +1,8 @@
-"""What an encoder hands to task heads: a flat bottleneck vector and its stage feature maps."""
+"""What an encoder hands to task heads: a flat bottleneck vector and its stage feature maps.
+
+A leaf module (torch only): encoders in ``models`` produce these and heads in ``tasks`` consume
+them, so neither package needs to import the other for it.
+"""
 
 from __future__ import annotations
 

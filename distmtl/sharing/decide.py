@@ -1,0 +1,23 @@
+"""Rank 0's epoch-end decision: summed task gradients → tensor-train factors → HDBSCAN groups → merge plan."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from distmtl.sharing.factorise import task_factors
+from distmtl.sharing.grouping import cosine_similarity, group_tasks
+from distmtl.sharing.plan import MergePlan, plan_merges
+
+if TYPE_CHECKING:
+    from distmtl.config.schema import SelectiveConfig
+
+
+def decide(gradients: np.ndarray, tasks: list[str], branch_of: dict[str, str], losses: dict[str, float],
+           cfg: SelectiveConfig) -> MergePlan:
+    """The merge plan for ``gradients`` (K×hidden×hidden, one per task in ``tasks``' order) under ``cfg``."""
+    factors = task_factors(gradients, cfg.tt_rank)
+    labels = dict(zip(tasks, (int(v) for v in group_tasks(factors, cfg.criterion, cfg.min_cluster_size, cfg.epsilon))))
+    return MergePlan(labels=labels, merges=plan_merges(labels, branch_of, losses, cfg.merge),
+                     similarity=cosine_similarity(factors).tolist())

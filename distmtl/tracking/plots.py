@@ -1,0 +1,83 @@
+"""Figures drawn from the numbers models and controllers record: models compute, tracking draws.
+
+:func:`save_artifacts` writes each record as ``<name>_epoch<NNN>.json`` and, where a plot is
+registered under its name, the figure beside it as ``.png`` (the tracking callbacks log both to
+MLflow). matplotlib is imported, with its non-interactive backend, only when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from distmtl.registry import Registry
+
+PLOTS: Registry[Callable[[dict], Any]] = Registry("plot", "artifacts")
+
+
+def save_artifacts(records: dict[str, dict], directory: Path, epoch: int) -> None:
+    """Write every record as JSON, and its figure as PNG where a plot is registered for its name."""
+    if not records:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, record in records.items():
+        stem = directory / f"{name}_epoch{epoch:03d}"
+        stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+        if name in PLOTS:
+            figure = PLOTS.get(name)(record)
+            figure.savefig(stem.with_suffix(".png"), dpi=90)
+            _pyplot().close(figure)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@PLOTS.register("cross_stitch_alpha")
+def cross_stitch_alpha(record: dict):
+    """One heat map per stage of the cross-stitch α (mean over channels; row = receiving task)."""
+    plt = _pyplot()
+    tasks, stages = record["tasks"], [np.asarray(a) for a in record["stages"]]
+    fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.2), squeeze=False)
+    for s, (ax, alpha) in enumerate(zip(axes[0], stages)):
+        ax.imshow(alpha, cmap="viridis", vmin=0, vmax=max(1.0, float(alpha.max())))
+        ax.set_title(f"stage {s}")
+        ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
+        ax.set_yticks(range(len(tasks)), tasks)
+        for (i, j), value in np.ndenumerate(alpha):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=7)
+    fig.suptitle("cross-stitch α (mean over channels; row = receiving task)")
+    fig.tight_layout()
+    return fig
+
+
+@PLOTS.register("selective_relatedness")
+def selective_relatedness(record: dict):
+    """Heat map of the tasks' gradient-factor cosine similarity, ordered by an average-linkage dendrogram."""
+    from scipy.cluster.hierarchy import dendrogram, linkage
+    from scipy.spatial.distance import squareform
+
+    plt = _pyplot()
+    tasks, similarity = record["tasks"], np.asarray(record["similarity"])
+    distance = np.clip(1.0 - similarity, 0.0, 2.0)
+    np.fill_diagonal(distance, 0.0)
+    fig, (top, heat) = plt.subplots(2, 1, figsize=(0.45 * len(tasks) + 3, 0.45 * len(tasks) + 4),
+                                    gridspec_kw={"height_ratios": [1, 3]})
+    tree = dendrogram(linkage(squareform(distance, checks=False), "average"), labels=tasks, ax=top, no_labels=True)
+    top.set_title("task relatedness (cosine of gradient factors)")
+    top.axis("off")
+    order = tree["leaves"]
+    image = heat.imshow(similarity[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    heat.set_xticks(range(len(order)), [tasks[i] for i in order], rotation=60, ha="right")
+    heat.set_yticks(range(len(order)), [tasks[i] for i in order])
+    fig.colorbar(image, ax=heat, fraction=0.046)
+    fig.tight_layout()
+    return fig
