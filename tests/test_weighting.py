@@ -1,9 +1,15 @@
 import math
 
 import pytest
+import torch
+import torch.multiprocessing as mp
 
 from distmtl.config.schema import WeightingConfig
+from distmtl.engine import LocalReporter
 from distmtl.weighting import build_weighting
+
+from conftest import small_config
+from test_engine import _free_port
 
 
 def test_fixed_weights_are_the_static_lambdas():
@@ -50,3 +56,39 @@ def test_dwa_state_round_trips():
     restored = build_weighting(cfg, ["a", "b"])
     restored.load_state_dict(w.state_dict())
     assert restored.weights() == w.weights()
+
+
+def test_a_learned_weighting_is_a_module_that_moves_and_checkpoints_with_the_model():
+    w = build_weighting(WeightingConfig(method="uncertainty"), ["a", "b"])
+    assert [name for name, _ in w.named_parameters()] == ["log_vars"]
+    w.to(torch.float64)  # stands in for .to(device): the parameter follows the module
+    assert w.log_vars.dtype == torch.float64 and set(w.state_dict()) == {"log_vars"}
+
+
+def _uncertainty_worker(rank: int, port: int, config_dict: dict, results) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from distmtl.config import config_from_dict
+    from distmtl.engine import DistContext, Trainer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    trainer = Trainer(config_from_dict(config_dict), LocalReporter(), DistContext.current(torch.device("cpu")))
+    trainer.fit()
+    results[rank] = trainer.weighting.log_vars.detach().tolist()
+    dist.destroy_process_group()
+
+
+def test_uncertainty_weighting_trains_under_two_process_ddp():
+    """The learned log-variances get averaged gradients on every rank, so both ranks end with the same,
+    moved values (a CPU tensor in a collective of another device would fail under NCCL)."""
+    config = small_config(**{"weighting.method": "uncertainty", "optim.lr": 0.05})
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_uncertainty_worker, args=(_free_port(), config.model_dump(), results), nprocs=2)
+        first, second = results[0], results[1]
+    assert first == pytest.approx(second, abs=1e-7)
+    assert all(abs(v) > 1e-3 for v in first)  # every task's log-variance moved away from its start, 0
