@@ -31,6 +31,9 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment / Ray run group name")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: join a running cluster, else start a local one)")
+    parser.add_argument("--max-failures", type=int, default=None, metavar="N",
+                        help="restarts of a run's worker group after a worker dies, each resuming from the latest "
+                             "checkpoint (default: train.max_failures, 2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set optim.lr=0.001 (repeatable)")
 
@@ -43,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one config with Ray Train (DDP over N workers)")
     train.add_argument("--config", required=True, metavar="FILE", help="run configuration (YAML)")
-    train.add_argument("--workers", type=int, default=2, metavar="N", help="Train workers (DDP ranks), default 2")
+    train.add_argument("--workers", type=_worker_count, default=2, metavar="N|MIN-MAX",
+                       help="Train workers (DDP ranks), default 2; MIN-MAX runs elastically (Ray Train restarts the "
+                            "group with as many workers as the cluster can place, between MIN and MAX)")
     train.add_argument("--name", default=None, help="run name (default: config name + timestamp)")
     train.add_argument("--resume", default=None, metavar="CHECKPOINT_DIR",
                        help="resume from a checkpoint directory written by an earlier run")
@@ -94,20 +99,42 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def _worker_count(text: str) -> int | tuple[int, int]:
+    """``N`` or ``MIN-MAX`` (an elastic range) for ``--workers``."""
+    low, _, high = text.partition("-")
+    try:
+        counts = (int(low), int(high)) if high else (int(low), int(low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX (got {text!r})") from None
+    if counts[0] < 1 or counts[1] < counts[0]:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX (got {text!r})")
+    return counts if high else counts[0]
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """``--set`` pairs, plus the flags that stand for config keys."""
+    from distmtl.config import parse_set_args
+
+    overrides = parse_set_args(args.overrides)
+    if args.max_failures is not None:
+        _positive(args.max_failures, "--max-failures", allow_zero=True)
+        overrides["train.max_failures"] = args.max_failures
+    return overrides
+
+
 def _positive(value: float | None, flag: str, allow_zero: bool = False) -> None:
     if value is not None and (value < 0 or (value == 0 and not allow_zero)):
         raise DistmtlError(f"{flag} must be {'>= 0' if allow_zero else '> 0'} (got {value:g})")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from distmtl.config import load_config, parse_set_args
+    from distmtl.config import load_config
     from distmtl.engine.assembly import check_config
     from distmtl.tracking import default_tracking_uri
 
-    _positive(args.workers, "--workers")
     _positive(args.gpus_per_worker, "--gpus-per-worker", allow_zero=True)
     _positive(args.cpus_per_worker, "--cpus-per-worker")
-    config = load_config(args.config, parse_set_args(args.overrides))
+    config = load_config(args.config, _overrides(args))
     check_config(config)
     if args.cv is not None and args.cv < 3:
         raise DistmtlError(f"--cv needs at least 3 folds (test, validation and training; got {args.cv})")
@@ -142,13 +169,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from distmtl.config import parse_set_args
     from distmtl.tune.space import Space
 
     for flag in ("num_samples", "workers_per_trial", "max_concurrent"):
         _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
     _positive(args.gpus_per_worker, "--gpus-per-worker", allow_zero=True)
-    space = Space(args.space, parse_set_args(args.overrides))
+    space = Space(args.space, _overrides(args))
     if args.dry_run:
         print(space.describe())
         return 0

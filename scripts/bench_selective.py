@@ -1,9 +1,9 @@
 """The per-epoch cost of Selective Sharing's decision machinery, as a fraction of the epoch's
 training time, at 10 and 50 tasks (one process, CPU unless CUDA is visible):
 
-- capture: the extra per-task gradient passes (``observe_losses``), measured as the difference
+- capture: the extra per-task gradient passes (the controller's ``observe``), measured as the difference
   between an epoch with capture and the same epoch with capture off;
-- decision: the epoch-end tensor-train factorisation + HDBSCAN grouping + planning (``end_epoch``).
+- decision: the epoch-end tensor-train factorisation + HDBSCAN grouping + planning (the controller's ``end_epoch``).
 
     python scripts/bench_selective.py [--tasks 10 50] [--samples 2048] [--batch-size 64] [--repeats 3]
 """
@@ -18,13 +18,15 @@ import torch
 from distmtl.config.schema import ModelConfig, SelectiveConfig
 from distmtl.data.sample_set import TargetSpec
 from distmtl.engine.context import DistContext
+from distmtl.engine.selective import SelectiveSharingController
 from distmtl.models import build_model
 from distmtl.tasks import build_tasks
 
 
-def epoch(model, tasks, images, targets, batch_size, capture: bool) -> float:
+def epoch(controller, tasks, images, targets, batch_size, capture: bool) -> float:
     """Seconds for one training epoch over the tensors (capture on or off)."""
-    model.locked = not capture
+    model = controller.model
+    controller.locked = not capture
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     started = time.perf_counter()
     for start in range(0, len(images), batch_size):
@@ -35,7 +37,7 @@ def epoch(model, tasks, images, targets, batch_size, capture: bool) -> float:
             total, count = task.masked_loss_terms(out[name], targets[name][start : start + batch_size],
                                                   torch.ones(len(x), dtype=torch.bool, device=x.device))
             losses[name] = total / count
-        model.observe_losses(losses)
+        controller.observe(losses)
         optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         optimizer.step()
@@ -67,11 +69,11 @@ def main() -> None:
         targets = {n: torch.randint(0, 2, (args.samples,), device=device) for n in names}
         plain, captured, decided = [], [], []
         for _ in range(args.repeats):
-            model = build_model(cfg, tasks, 3).to(device).train()
-            plain.append(epoch(model, tasks, images, targets, args.batch_size, capture=False))
-            captured.append(epoch(model, tasks, images, targets, args.batch_size, capture=True))
+            controller = SelectiveSharingController(build_model(cfg, tasks, 3).to(device).train())
+            plain.append(epoch(controller, tasks, images, targets, args.batch_size, capture=False))
+            captured.append(epoch(controller, tasks, images, targets, args.batch_size, capture=True))
             started = time.perf_counter()
-            model.end_epoch(ctx, 0, {n: 0.5 for n in names})
+            controller.end_epoch(ctx, 0, {n: 0.5 for n in names})
             decided.append(time.perf_counter() - started)
         median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
         base, capture, decision = median(plain), median(captured) - median(plain), median(decided)

@@ -15,6 +15,7 @@ from distmtl.data.splits import split_by_group
 from distmtl.data.sources import build_samples
 from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.engine.checkpoint import load_checkpoint
+from distmtl.errors import DistmtlError
 from distmtl.models import build_model
 from distmtl.tasks import build_tasks
 
@@ -164,3 +165,17 @@ def test_unused_parameters_are_detected_for_ddp():
         small_config().data, ["fine", "mask"]).specs), 3)
     assert not _has_unused_parameters(both, (3, 16, 16), torch.device("cpu"))
     assert all(p.grad is None for p in both.parameters())
+
+
+def test_a_checkpoint_of_another_model_or_a_damaged_one_is_refused_clearly(tmp_path):
+    first = LocalReporter(tmp_path / "a")
+    train(small_config(**{"optim.epochs": 1}), first)
+    other = small_config(**{"tasks": ["fine", "colour"], "model.architecture": "independent", "optim.epochs": 2})
+    with pytest.raises(DistmtlError, match=r"tasks: checkpoint \['fine', 'colour', 'shape'\], config \['fine', "
+                                           r"'colour'\]; model.architecture: checkpoint hard_sharing, config independent"):
+        train(other, LocalReporter(resume_from=first.checkpoints[-1]))
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DistmtlError, match="cannot be read"):
+        load_checkpoint(damaged)

@@ -163,7 +163,7 @@ class OptimConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Engine behaviour: seed, best-epoch selection, device and precision, checkpoint retention."""
+    """Engine behaviour: seed, best-epoch selection, device and precision, checkpoint retention, failure policy."""
 
     seed: int = 0
     selection_metric: str = "val/loss"
@@ -172,6 +172,9 @@ class TrainConfig(_Section):
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
     keep_checkpoints: int | None = Field(None, gt=0, description="Checkpoints kept per run; None keeps all.")
+    max_failures: int = Field(
+        2, ge=0, description="Worker-group restarts per run after a worker dies; each resumes from the latest checkpoint."
+    )
 
 
 class Config(_Section):

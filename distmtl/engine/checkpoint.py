@@ -2,7 +2,7 @@
 
 A checkpoint holds exactly what resuming needs — epoch, model, optimizer, weighting, the model's
 structure (e.g. Selective Sharing's branch map) and its structure controller's state, the best
-epoch so far with its weights, RNG states, the sampler position, the global step — plus the config
+epoch so far with its weights, every rank's RNG states, the sampler position, the global step — plus the config
 and the epoch's metrics. It is stored as plain tensors, numbers, strings, lists and dicts, so it
 loads with ``torch.load(weights_only=True)``: reading a checkpoint never runs pickled code.
 """
@@ -53,7 +53,7 @@ class TrainingState:
     optimizer: dict[str, Any]
     weighting: dict[str, torch.Tensor]
     best: Best
-    rng: dict[str, Any]
+    rng: list[dict[str, Any]]  # one per rank, in rank order
     config: dict[str, Any]
     structure: dict[str, Any] = field(default_factory=dict)
     controller: dict[str, Any] = field(default_factory=dict)

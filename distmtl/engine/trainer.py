@@ -21,6 +21,7 @@ from distmtl.engine.accumulator import EpochAccumulator
 from distmtl.engine.assembly import build_parts
 from distmtl.engine.checkpoint import ARTIFACTS_DIR, Best, TrainingState, rng_state, set_rng_state
 from distmtl.engine.context import DistContext, resolve_device
+from distmtl.engine.faults import InjectedFault
 from distmtl.engine.loaders import build_loaders, make_splits, to_device
 from distmtl.engine.optim import build_optimizer
 from distmtl.engine.reporter import Reporter
@@ -48,9 +49,11 @@ class Trainer:
     run where it stopped. :meth:`fit` runs the remaining epochs and returns the last report.
     """
 
-    def __init__(self, config: Config, reporter: Reporter, ctx: DistContext | None = None) -> None:
+    def __init__(self, config: Config, reporter: Reporter, ctx: DistContext | None = None,
+                 fault: InjectedFault | None = None) -> None:
         self.config = config
         self.reporter = reporter
+        self.fault = fault
         self.ctx = ctx or DistContext.current(resolve_device(config.train.device))
         torch.manual_seed(config.train.seed)
         self.samples = build_samples(config.data, config.tasks)
@@ -113,7 +116,7 @@ class Trainer:
         if self.best.improves(metrics[selection], self.selection_mode):
             self.best = Best(epoch, metrics[selection], _cpu_state(self.model), self.model.structure())
         metrics.update({"best_epoch": self.best.epoch, f"best/{selection}": self.best.score})
-        rng = rng_state()  # before the test pass, whose loader draws from the RNG, so resuming is exact
+        rng = self.ctx.gather_objects(rng_state())  # every rank's, before the test pass draws from them
         if epoch == self.config.optim.epochs - 1:
             metrics.update(self.test_at_best())
         self._report(self.state_dict(epoch, rng, metrics))
@@ -128,7 +131,9 @@ class Trainer:
         self.noise.manual_seed(self.config.train.seed * 1_000_003 + epoch * 7919 + self.ctx.rank)
         self.model.train()
         accumulator = EpochAccumulator(self.tasks, self.ctx.device)
-        for batch in self.loaders.train:
+        for index, batch in enumerate(self.loaders.train):
+            if self.fault:
+                self.fault.maybe_fire(self.ctx.rank, epoch, index)
             images, targets, masks = self._batch(batch)
             images = salt_and_pepper(images, self.config.data.noise_level, self.noise)
             with self.autocast:
@@ -169,7 +174,7 @@ class Trainer:
         return _flatten("test", losses, metrics, self.weighting.static)
 
     # --- checkpoints -----------------------------------------------------------------------------
-    def state_dict(self, epoch: int, rng: dict[str, Any], metrics: dict[str, float]) -> TrainingState:
+    def state_dict(self, epoch: int, rng: list[dict[str, Any]], metrics: dict[str, float]) -> TrainingState:
         """What a checkpoint after ``epoch`` holds."""
         return TrainingState(
             epoch=epoch, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
@@ -188,7 +193,7 @@ class Trainer:
         self.weighting.load_state_dict(state.weighting)
         if self.controller:
             self.controller.load_state_dict(state.controller)
-        set_rng_state(state.rng)
+        set_rng_state(state.rng[self.ctx.rank] if self.ctx.rank < len(state.rng) else state.rng[0])
         self.best, self.global_step = state.best, state.global_step
         self.start_epoch = state.sampler["epoch"]
 
@@ -246,9 +251,10 @@ class Trainer:
                 self.ctx.all_reduce_sum(p.grad).div_(self.ctx.world_size)
 
 
-def train(config: Config, reporter: Reporter, ctx: DistContext | None = None) -> dict[str, float]:
+def train(config: Config, reporter: Reporter, ctx: DistContext | None = None,
+          fault: InjectedFault | None = None) -> dict[str, float]:
     """Train ``config`` on this worker and return the last report (with test metrics at the best epoch)."""
-    return Trainer(config, reporter, ctx).fit()
+    return Trainer(config, reporter, ctx, fault).fit()
 
 
 def _check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:

@@ -10,20 +10,22 @@ from typing import Any
 
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import (Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig,
+                       UserCallback)
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from distmtl.config.schema import Config
 from distmtl.engine import DistContext, train
+from distmtl.engine.faults import InjectedFault, fault_from_environment
 from distmtl.logs import configure_logging
 from distmtl.tracking import MlflowRun
 
 
 @dataclass(frozen=True)
 class Resources:
-    """What one training run asks of the cluster."""
+    """What one training run asks of the cluster; ``workers`` as (min, max) makes the run elastic."""
 
-    workers: int = 2
+    workers: int | tuple[int, int] = 2
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
 
@@ -75,7 +77,8 @@ def worker_loop(payload: dict[str, Any]) -> None:
     _quiet_report_log()
     config = Config.model_validate(payload["config"])
     device = torch.device("cpu") if config.train.device == "cpu" else ray.train.torch.get_device()
-    train(config, RayReporter(payload.get("resume_from")), DistContext.current(device))
+    fault = InjectedFault.parse(payload["fault"]) if payload.get("fault") else None
+    train(config, RayReporter(payload.get("resume_from")), DistContext.current(device), fault)
 
 
 def _quiet_report_log() -> None:
@@ -95,20 +98,25 @@ def build_trainer(
     resume_from: str | None = None,
 ) -> TorchTrainer:
     """A TorchTrainer that runs ``config`` on ``resources.workers`` DDP workers, checkpointing to
-    ``storage_path/name``; ``resume_from`` is a checkpoint directory every worker can read."""
+    ``storage_path/name``; ``resume_from`` is a checkpoint directory every worker can read.
+
+    When a worker dies, Ray Train restarts the worker group (up to ``train.max_failures`` times) and
+    every worker resumes from the run's latest checkpoint.
+    """
     use_gpu = resources.gpus_per_worker > 0
     per_worker = {"CPU": resources.cpus_per_worker}
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
     return TorchTrainer(
         worker_loop,
-        train_loop_config={"config": config.model_dump(), "resume_from": resume_from},
+        train_loop_config={"config": config.model_dump(), "resume_from": resume_from, "fault": fault_from_environment()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=config.train.max_failures),
             callbacks=list(callbacks),
             logging_config=LoggingConfig(log_level="WARNING"),  # distmtl prints its own per-epoch line
         ),

@@ -18,7 +18,7 @@ log = logging.getLogger("distmtl")
 def train_on_ray(
     config: Config,
     *,
-    workers: int,
+    workers: int | tuple[int, int],
     gpus_per_worker: float,
     cpus: float | None,
     storage_path: str,
@@ -35,8 +35,10 @@ def train_on_ray(
     Train run and a child MLflow run of one parent run, and return the mean ± std summary.
     """
     ensure_ray(address)
-    resources = Resources(workers, gpus_per_worker, cpus_per_worker(cpus, workers))
-    tags = {"distmtl.command": "train", "distmtl.workers": str(workers)}
+    most = workers[1] if isinstance(workers, tuple) else workers
+    resources = Resources(workers, gpus_per_worker, cpus_per_worker(cpus, most))
+    tags = {"distmtl.command": "train", "distmtl.workers": "-".join(map(str, workers)) if isinstance(workers, tuple)
+            else str(workers)}
     if not cv_folds:
         return _tracked_run(config, resources, storage_path, name, tracking_uri, experiment, tags, resume_from)
     parent = MlflowRun(tracking_uri, experiment, name, config.model_dump(), tags={**tags, "distmtl.cv_folds": str(cv_folds)})
