@@ -50,8 +50,12 @@ class Run:
     def uri(self) -> str:
         return f"sqlite:///{self.directory / 'mlflow.db'}"
 
-    def checkpoints(self) -> int:
-        return len(list((self.directory / "results" / self.name).glob("checkpoint_*")))
+    def epochs_logged(self) -> int:
+        """Epochs whose report Ray Train has registered (each is logged to MLflow once registered)."""
+        client = MlflowClient(self.uri)
+        experiment = client.get_experiment_by_name("drill")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        return len(client.get_metric_history(runs[0].info.run_id, "val/loss")) if runs else 0
 
 
 def start(directory: Path, name: str, epochs: int, samples: int) -> Run:
@@ -147,7 +151,8 @@ def main() -> None:
         delay = rng.uniform(0.05, 0.85) * training
         time.sleep(delay)
         victims = train_workers(run)
-        in_progress, killed_at, victim = run.checkpoints(), time.monotonic(), "none"
+        in_progress, victim = run.epochs_logged(), "none"
+        killed_at = time.monotonic()
         if victims and run.process.poll() is None:
             target = rng.choice(victims)
             victim = f"pid {target.pid}"
