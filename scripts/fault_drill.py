@@ -34,7 +34,7 @@ from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "search_spaces" / "configs" / "quick.yaml"
-RESUMED = re.compile(r"resumed from .* at epoch (\d+)")
+STARTED = re.compile(r"resumed from .* at epoch (\d+)|training \w+ on \d+/")
 
 
 @dataclass
@@ -110,6 +110,14 @@ def final_metrics(run: Run) -> tuple[str, list[int], dict[str, float]]:
     return tracked.info.status, epochs, tests
 
 
+def epoch_time(run: Run) -> float:
+    """The mean training epoch time of a finished run, from its MLflow metrics."""
+    client = MlflowClient(run.uri)
+    (tracked,) = client.search_runs([client.get_experiment_by_name("drill").experiment_id])
+    times = [m.value for m in client.get_metric_history(tracked.info.run_id, "epoch_time_s")]
+    return sum(times) / len(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -134,11 +142,12 @@ def main() -> None:
     baseline.process.wait()
     training = time.monotonic() - first_worker
     status, _, reference = final_metrics(baseline)
+    epoch_seconds = epoch_time(baseline)
     if baseline.process.returncode != 0 or status != "FINISHED":
         sys.exit("the uninterrupted baseline run failed:\n" + "\n".join(line for _, line in baseline.lines[-20:]))
-    print(f"baseline: {training:.1f} s from the first worker to the end", flush=True)
+    print(f"baseline: {training:.1f} s from the first worker to the end; {epoch_seconds:.1f} s per epoch", flush=True)
 
-    print("| run | killed | at (s) | epoch in progress | resumed at epoch | epochs lost | recover (s) | exit | "
+    print("| run | killed | after (s) | epoch in progress | resumed at epoch | epochs lost | recover (s) | exit | "
           "epochs logged | max |Δ| test | recovered |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
@@ -148,8 +157,11 @@ def main() -> None:
         run = start(directory, f"drill{i}", args.epochs, args.samples)
         if not wait_for(lambda: len(train_workers(run)) == 2, 300):
             sys.exit(f"run {i}: its two Train workers did not start within 300 s")
-        delay = rng.uniform(0.05, 0.85) * training
-        time.sleep(delay)
+        started = time.monotonic()
+        epoch, fraction = rng.randrange(args.epochs), rng.random()  # the point: this far into this epoch
+        wait_for(lambda: run.epochs_logged() >= epoch or run.process.poll() is not None, 600, poll=0.5)
+        time.sleep(fraction * epoch_seconds)
+        delay = time.monotonic() - started
         victims = train_workers(run)
         in_progress, victim = run.epochs_logged(), "none"
         killed_at = time.monotonic()
@@ -158,7 +170,7 @@ def main() -> None:
             victim = f"pid {target.pid}"
             os.kill(target.pid, signal.SIGKILL)
         run.process.wait()
-        resumed = [(t, int(m.group(1))) for t, line in run.lines if (m := RESUMED.search(line)) and t > killed_at]
+        resumed = [(t, int(m.group(1) or 0)) for t, line in run.lines if (m := STARTED.search(line)) and t > killed_at]
         resumed_at = resumed[0][1] if resumed else 0
         recover = resumed[0][0] - killed_at if resumed else float("nan")
         status, epochs, metrics = final_metrics(run)
