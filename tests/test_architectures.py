@@ -1,35 +1,90 @@
+from itertools import chain
+
 import pytest
 import torch
 
-from distmtl.config.schema import ModelConfig, WeightingConfig
+from distmtl.config.schema import ModelConfig, OptimConfig, WeightingConfig
 from distmtl.data.synthetic import target_specs
 from distmtl.engine import LocalReporter, train
-from distmtl.engine.assembly import build_parts
+from distmtl.engine.assembly import build_parts, frozen_encoders
+from distmtl.engine.checkpoint import load_checkpoint
+from distmtl.engine.optim import build_optimizer
 from distmtl.errors import ConfigError
 from distmtl.models import build_model
+from distmtl.models.base import ARCHITECTURES
 from distmtl.models.encoders import ENCODERS
 from distmtl.tasks import build_tasks
 from distmtl.weighting import build_weighting
 
 from conftest import small_config
 
-SIX = ["independent", "hard_sharing", "reuse_coarse", "reuse_fine", "shared_reuse_coarse", "shared_reuse_fine"]
 CFG = dict(channels=[8, 16], bottleneck=16)
+SIZES = {"fine": (4, 12), "coarse": (4, 4), "shape": (4, 4)}
+
+
+def registered_architectures() -> list[str]:
+    """Every architecture in the registry (importing ``distmtl.models`` registers them all), so that a new one
+    is tested without listing it here."""
+    return list(ARCHITECTURES)
 
 
 def tasks(names=("fine", "coarse", "shape")):
     return build_tasks(list(names), target_specs())
 
 
-@pytest.mark.parametrize("architecture", SIX)
-def test_forward_backward_and_parameter_split(architecture):
-    model = build_model(ModelConfig(architecture=architecture, **CFG), tasks(), 3)
-    out = model(torch.rand(4, 3, 16, 16))
-    assert out["fine"].shape == (4, 12) and out["coarse"].shape == (4, 4) and out["shape"].shape == (4, 4)
-    sum(o.sum() for o in out.values()).backward()
-    assert all(p.grad is not None for p in model.parameters())
+@pytest.fixture(scope="module")
+def aux_checkpoint(tmp_path_factory):
+    """A checkpoint directory of an earlier one-epoch hard_sharing run of the same width (for aux_transfer)."""
+    reporter = LocalReporter(tmp_path_factory.mktemp("aux"))
+    train(small_config(**{"tasks": ["fine"], "optim.epochs": 1}), reporter)
+    return str(reporter.checkpoints[-1])
+
+
+def numel(parameters) -> int:
+    return sum(p.numel() for p in parameters)
+
+
+@pytest.mark.parametrize("architecture", registered_architectures())
+def test_model_contract(architecture, aux_checkpoint):
+    """forward gives {task: output}; shared_parameters() and task_parameters(t) are disjoint parameters of the
+    model covering exactly the trainable ones; each task's output reaches the shared parameters and its own;
+    representation() is a batch of vectors; parameter_counts() add up (frozen parameters counted apart)."""
+    torch.manual_seed(0)
+    aux = architecture == "aux_transfer"
+    extra = {"aux_checkpoints": [aux_checkpoint]} if aux else {}
+    inputs = {"frozen_encoders": frozen_encoders([aux_checkpoint], 3)} if aux else {}
+    model = build_model(ModelConfig(architecture=architecture, **CFG, **extra), tasks(), 3, **inputs)
+    x = torch.rand(4, 3, 16, 16)
+    out = model(x)
+    assert {t: tuple(o.shape) for t, o in out.items()} == SIZES
+    representation = model.representation(x)
+    assert representation.dim() == 2 and representation.shape[0] == 4 and representation.shape[1] > 0
+
+    shared = list(model.shared_parameters())
+    own = {t: list(model.task_parameters(t)) for t in SIZES}
+    ids = [id(p) for p in chain(shared, *own.values())]
+    assert len(ids) == len(set(ids)), "a parameter is both shared and a task's, or two tasks'"
+    assert set(ids) <= {id(p) for p in model.parameters()}
+    assert set(ids) == {id(p) for p in model.parameters() if p.requires_grad}
+
+    for task in SIZES:
+        model.zero_grad(set_to_none=True)
+        model(x)[task].pow(2).sum().backward()
+        reached = [p for p in chain(shared, own[task]) if p.grad is not None and p.grad.abs().sum() > 0]
+        assert len(reached) == len(shared) + len(own[task]), f"{task}'s loss misses some of its parameters"
+        assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+
     counts = model.parameter_counts()
-    assert counts["total"] == counts["shared"] + sum(counts[t] for t in ("fine", "coarse", "shape"))
+    frozen = numel(p for p in model.parameters() if not p.requires_grad)
+    assert counts["total"] == numel(model.parameters()) and counts["shared"] == numel(shared)
+    assert all(counts[t] == numel(own[t]) for t in SIZES)
+    assert counts["total"] == counts["shared"] + sum(counts[t] for t in SIZES) + frozen
+    assert counts.get("frozen", 0) == frozen
+
+
+def test_the_registry_lists_the_shipped_architectures():
+    assert {"independent", "hard_sharing", "reuse_coarse", "reuse_fine", "shared_reuse_coarse", "shared_reuse_fine",
+            "cross_stitch", "selective_sharing", "aux_transfer"} <= set(registered_architectures())
 
 
 def test_independent_has_about_k_times_the_encoder():
@@ -64,12 +119,23 @@ def test_label_reuse_needs_the_fine_and_coarse_tasks():
         build_model(ModelConfig(architecture="reuse_coarse", **CFG), tasks(("fine", "shape")), 3)
 
 
-def test_uncertainty_log_variances_move_and_weights_follow():
+def test_uncertainty_log_variances_move_and_weights_follow(tmp_path):
+    """Each epoch's reported weight is ½·exp(−s) of the log-variance s that the previous epoch ended with;
+    s moves every epoch, first towards log L: up for a task whose loss exceeds 1, down for one below 1."""
     config = small_config(**{"weighting.method": "uncertainty", "optim.epochs": 3, "optim.lr": 0.05})
-    reporter = LocalReporter()
+    reporter = LocalReporter(tmp_path)
     train(config, reporter)
-    weights = [r["weight/fine"] for r in reporter.history]
-    assert weights[0] == 0.5 and weights[1] != weights[0] and weights[2] != weights[1]
+    log_vars = [load_checkpoint(c).weighting["log_vars"] for c in reporter.checkpoints]
+    assert not torch.equal(log_vars[0], torch.zeros(3)) and not torch.equal(log_vars[1], log_vars[0])
+    assert not torch.equal(log_vars[2], log_vars[1])
+    for epoch in (1, 2):
+        for i, task in enumerate(config.tasks):
+            expected = 0.5 * torch.exp(-log_vars[epoch - 1][i]).item()
+            assert reporter.history[epoch][f"weight/{task}"] == pytest.approx(expected, rel=1e-6)
+    first = reporter.history[0]
+    losses = torch.tensor([first[f"train/{t}/loss"] for t in config.tasks])
+    assert (losses > 1).any() and (losses < 1).any()  # both directions are exercised
+    assert torch.equal(torch.sign(log_vars[0]), torch.sign(torch.log(losses)))
 
 
 def test_uncertainty_combines_losses_as_defined():
@@ -96,14 +162,40 @@ def test_cross_stitch_at_identity_equals_independent_branches():
 
 
 def test_cross_stitch_mixes_branches_and_trains_its_units_faster():
-    from distmtl.config.schema import OptimConfig
-    from distmtl.engine.optim import build_optimizer
+    """With α off the diagonal, changing one branch's weights changes another task's output (at α = I it does
+    not), and an optimizer step moves the units' α lr_multiplier times as far, the rest of the model alike."""
+    def stitched(**cross_stitch):
+        torch.manual_seed(0)
+        return build_model(ModelConfig(architecture="cross_stitch", cross_stitch=cross_stitch, **CFG), tasks(), 3).eval()
 
-    model = build_model(ModelConfig(architecture="cross_stitch", **CFG), tasks(), 3)
+    x = torch.rand(2, 3, 16, 16)
+    for cross_stitch, mixes in (({}, True), ({"alpha_same": 1.0, "alpha_cross": 0.0}, False)):
+        model = stitched(**cross_stitch)
+        before = model(x)
+        with torch.no_grad():
+            model.branches["fine"].stages[0][0].weight.mul_(2.0)
+        after = model(x)
+        assert not torch.allclose(before["fine"], after["fine"])
+        assert torch.allclose(before["shape"], after["shape"]) != mixes
+        assert torch.allclose(before["coarse"], after["coarse"]) != mixes
+
+    steps = {}
+    for multiplier in (1.0, 10.0):
+        model = stitched(lr_multiplier=multiplier).train()
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer = build_optimizer(OptimConfig(lr=1e-3), model)
+        sum(o.pow(2).mean() for o in model(x).values()).backward()
+        optimizer.step()
+        steps[multiplier] = {n: (p.detach() - start[n]).abs() for n, p in model.named_parameters()}
+    slow, fast = steps[1.0], steps[10.0]
+    units = [n for n in slow if n.startswith("units.")]
+    assert units and all(slow[n].sum() > 0 for n in units)
+    assert all(torch.allclose(fast[n], 10 * slow[n], rtol=1e-3, atol=1e-9) for n in units)
+    assert all(torch.equal(fast[n], slow[n]) for n in slow if n not in units)
+
+    model = stitched()
     alpha = model.alphas()[0]
     assert torch.allclose(alpha.diagonal(), torch.full((3,), 0.9)) and alpha[0, 1] == pytest.approx(0.05)
-    optimizer = build_optimizer(OptimConfig(lr=1e-3), model)
-    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, pytest.approx(1e-2)]
     assert set(model.extra_metrics()) == {"cross_stitch/stage0/same", "cross_stitch/stage0/cross",
                                           "cross_stitch/stage1/same", "cross_stitch/stage1/cross"}
     assert model.diagnostics()["cross_stitch_alpha"]["stages"][0][0][0] == pytest.approx(0.9)
@@ -142,8 +234,6 @@ def test_aux_transfer_fuses_frozen_encoders_of_earlier_runs(tmp_path):
     reporter = LocalReporter(tmp_path / "target")
     final = train(target, reporter)
     assert final["params/frozen"] == sum(v.numel() for k, v in frozen.items() if "running" not in k and "num_batches" not in k)
-    from distmtl.engine.checkpoint import load_checkpoint
-
     trained = load_checkpoint(reporter.checkpoints[-1]).model
     assert all(torch.equal(trained[f"aux.{k}"], v) for k, v in frozen.items())  # weights and BN statistics untouched
 

@@ -69,6 +69,23 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
             assert resumed[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
 
 
+def test_selection_mode_overrides_the_metrics_direction():
+    """val/loss improves downwards; with ``selection_mode: max`` the best epoch is the one of highest validation
+    loss instead, and the test metrics are that epoch's (here the first: a one-epoch run's test metrics)."""
+    reporters = {mode: LocalReporter() for mode in (None, "max")}
+    final = {mode: train(small_config(**{"optim.epochs": 3, "train.selection_mode": mode}), reporter)
+             for mode, reporter in reporters.items()}
+    losses = [r["val/loss"] for r in reporters["max"].history]
+    assert losses == [r["val/loss"] for r in reporters[None].history]  # selection does not change training
+    assert losses[0] == max(losses) and losses[0] != min(losses)
+    assert final[None]["best_epoch"] == int(np.argmin(losses)) != 0 and final[None]["best/val/loss"] == min(losses)
+    assert final["max"]["best_epoch"] == 0 and final["max"]["best/val/loss"] == losses[0]
+    first_epoch = train(small_config(**{"optim.epochs": 1}), LocalReporter())
+    tested = [k for k in first_epoch if k.startswith("test/")]
+    assert tested and all(final["max"][k] == pytest.approx(first_epoch[k], rel=1e-6) for k in tested)
+    assert any(final[None][k] != pytest.approx(first_epoch[k], rel=1e-6) for k in tested)
+
+
 def test_validation_sees_clean_images_even_with_heavy_training_noise(tmp_path):
     """The reported validation metrics equal a noise-free evaluation of the saved model."""
     config = small_config(**{"optim.epochs": 1, "data.noise_level": 0.9})
@@ -139,13 +156,41 @@ def test_trains_from_an_hdf5_store_with_loader_workers_and_augmentation(tmp_path
     assert len(reporter.history) == 2 and not math.isnan(final["test/colour/accuracy"])
 
 
-def test_a_cv_fold_trains_on_its_split():
+def _losses_of_saved_model(config, checkpoint, indices: np.ndarray) -> dict[str, float]:
+    """Per-task mean loss of a checkpoint's model on the samples at ``indices`` (one clean batch)."""
+    samples = build_samples(config.data, config.tasks)
+    tasks = build_tasks(config.tasks, samples.specs)
+    model = build_model(config.model, tasks, samples.image_shape[0])
+    model.load_state_dict(load_checkpoint(checkpoint).model)
+    batch = torch.utils.data.default_collate([MultiTaskDataset(samples, indices)[i] for i in range(len(indices))])
+    with torch.no_grad():
+        out = model.eval()(batch["image"])
+    terms = {t: task.masked_loss_terms(out[t], batch["targets"][t], batch["has_target"][t]) for t, task in tasks.items()}
+    return {t: (total / count).item() for t, (total, count) in terms.items()}
+
+
+def test_a_cv_fold_trains_on_its_split(tmp_path):
+    """Fold 1 of 3 trains on its own split: the reported validation and test losses are the saved model's on
+    folds 2 and 1, and the optimizer took one step per batch of the remaining (training) fold."""
+    from distmtl.data.splits import cv_split
     from distmtl.launch.cross_validation import fold_configs
 
-    folds = fold_configs(small_config(), 3)
+    folds = fold_configs(small_config(**{"optim.epochs": 1}), 3)
     assert [(c.data.cv_folds, c.data.cv_fold) for c in folds] == [(3, 0), (3, 1), (3, 2)]
-    final = train(folds[1], LocalReporter())
-    assert not math.isnan(final["test/fine/accuracy"])
+    reporter = LocalReporter(tmp_path)
+    final = train(folds[1], reporter)
+    samples = build_samples(folds[1].data, folds[1].tasks)
+    train_idx, val_idx, test_idx = cv_split(samples.groups, 3, 1, folds[1].data.seed)
+    checkpoint = reporter.checkpoints[-1]
+    for split, indices in (("val", val_idx), ("test", test_idx)):
+        losses = _losses_of_saved_model(folds[1], checkpoint, indices)
+        assert all(final[f"{split}/{t}/loss"] == pytest.approx(v, rel=1e-4) for t, v in losses.items()), split
+    data = folds[1].data
+    _, random_val, _ = split_by_group(samples.groups, data.val_fraction, data.test_fraction, data.seed)
+    other = _losses_of_saved_model(folds[1], checkpoint, random_val)
+    assert final["val/shape/loss"] != pytest.approx(other["shape"], rel=1e-4)  # the comparison tells splits apart
+    steps = {s["step"].item() for s in load_checkpoint(checkpoint)["optimizer"]["state"].values()}
+    assert steps == {math.ceil(len(train_idx) / folds[1].data.batch_size)}
 
 
 def test_cv_summary_is_mean_and_sample_std():

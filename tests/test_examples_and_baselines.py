@@ -9,29 +9,71 @@ from scipy.stats import kendalltau
 
 from distmtl.cli import main
 from distmtl.config import load_config, parse_set_args
+from distmtl.data.sources import build_samples
 from distmtl.engine import LocalReporter, train
+from distmtl.engine.assembly import build_parts
+from distmtl.engine.checkpoint import load_checkpoint
 from distmtl.evaluation.representation import kendall_tau
 from distmtl.evaluation.transfer import transfer_baseline
 from distmtl.tune.space import Space
 
 from conftest import REPO
 
-CONFIGS = sorted(p for p in (REPO / "search_spaces" / "configs").glob("*.yaml") if p.stem != "aux_transfer")
+CONFIGS = sorted((REPO / "search_spaces" / "configs").glob("*.yaml"))
+SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 SHRINK = ["data.num_samples=160", "data.image_size=32", "optim.epochs=1", "data.batch_size=32", "model.bottleneck=16"]
 
 
+@pytest.fixture(scope="module")
+def aux_run(tmp_path_factory) -> str:
+    """What aux_transfer.yaml's comment tells users to run first: a one-task run of segmentation_only.yaml
+    (hard sharing, the same encoder widths); returns its checkpoint directory."""
+    overrides = parse_set_args(SHRINK + ["tasks=[bbox]", "train.selection_metric=val/bbox/iou"])
+    reporter = LocalReporter(tmp_path_factory.mktemp("aux-bbox"))
+    train(load_config(REPO / "search_spaces/configs/segmentation_only.yaml", overrides), reporter)
+    return str(reporter.checkpoints[-1])
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_example_config_trains(path):
-    config = load_config(path, parse_set_args(SHRINK))
-    final = train(config, LocalReporter())
-    tested = [k for k in final if k.startswith("test/") and not k.endswith("/loss")]
-    assert tested and all(not math.isnan(final[k]) for k in tested if "shape" not in k)
-    assert final["params/total"] > 0
+def test_example_config_trains(path, request, tmp_path):
+    """Every task gets finite test metrics, the selection metric is reported, and the reported parameter
+    counts are those of the model the run saved."""
+    extra = [f"model.aux_checkpoints=[{request.getfixturevalue('aux_run')}]"] if path.stem == "aux_transfer" else []
+    config = load_config(path, parse_set_args(SHRINK + extra))
+    reporter = LocalReporter(tmp_path)
+    final = train(config, reporter)
+    for task in config.tasks:
+        tested = [k for k in final if k.startswith(f"test/{task}/")]
+        assert len(tested) >= 2 and all(math.isfinite(final[k]) for k in tested), (task, tested)
+    assert math.isfinite(final[config.train.selection_metric]) and final["best_epoch"] == 0
+
+    channels = build_samples(config.data, config.tasks).image_shape[0]
+    model = build_parts(config, channels).model
+    state = load_checkpoint(reporter.checkpoints[-1])
+    model.restore_structure(state.structure)
+    model.load_state_dict(state.model)
+    assert {k: final[f"params/{k}"] for k in model.parameter_counts()} == model.parameter_counts()
 
 
-@pytest.mark.parametrize("space", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.stem)
+def _lookup(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+@pytest.mark.parametrize("space", SPACES, ids=lambda p: p.stem)
 def test_every_search_space_validates(space):
-    Space(space)
+    """Every searched value a space can propose (each choice, both bounds) makes a valid trial config that
+    carries it, and a (shrunk) trial reports the space's metric as a finite number."""
+    loaded = Space(space, parse_set_args(SHRINK))
+    for key, parameter in loaded.file.parameters.items():
+        candidates = parameter.values if parameter.type == "choice" else [parameter.low, parameter.high]
+        for value in candidates:
+            value = int(value) if parameter.type == "randint" else value
+            assert _lookup(loaded.trial_config({key: value}).model_dump(), key) == value
+    sampled = {key: parameter.representative() for key, parameter in loaded.file.parameters.items()}
+    final = train(loaded.trial_config(sampled), LocalReporter())
+    assert math.isfinite(final[loaded.metric])
 
 
 def test_transfer_baseline_reports_mapping_metrics_like_the_joint_model(tmp_path, capsys):

@@ -86,6 +86,30 @@ def test_convert_writes_the_file_and_training_reads_it(tmp_path, capsys):
     assert torch.equal(store.dataset(np.arange(3))[2]["image"], memory.dataset(np.arange(3))[2]["image"])
 
 
+def test_convert_takes_the_data_section_of_a_run_config(tmp_path, capsys):
+    """``--config`` converts the config's data section (here a combined source); flags override its keys."""
+    config = tmp_path / "run.yaml"
+    config.write_text("tasks: [digit, shape]\n"
+                      "data:\n  source: combined\n  image_size: 32\n  parts:\n"
+                      "    - {source: digits, num_samples: 30, tasks: [digit]}\n"
+                      "    - {source: synthetic, num_samples: 20, tasks: [shape, colour]}\n")
+    out = tmp_path / "combined.h5"
+    assert main(["data", "convert", "--config", str(config), "--out", str(out), "--image-size", "16", "--chunk", "8"]) == 0
+    assert "wrote 50 samples of combined" in capsys.readouterr().out
+    with h5py.File(out) as f:
+        assert f.attrs["source"] == "combined" and f["images"].shape == (50, 3, 16, 16) and f["images"].chunks[0] == 8
+        assert set(f["targets"]) == {"digit", "shape", "colour"}
+        assert f["has_target/digit"][()].tolist() == [True] * 30 + [False] * 20
+    memory = build_source(DataConfig(source="combined", image_size=16, parts=[
+        {"source": "digits", "num_samples": 30, "tasks": ["digit"]},
+        {"source": "synthetic", "num_samples": 20, "tasks": ["shape", "colour"]}]))
+    store = build_source(DataConfig(source="hdf5", root=str(out), image_size=16))
+    on_disk, in_memory = store.dataset(np.arange(50)), memory.dataset(np.arange(50))
+    for i in (0, 29, 30, 49):
+        assert torch.equal(on_disk[i]["image"], in_memory[i]["image"])
+        assert torch.equal(on_disk[i]["targets"]["shape"], in_memory[i]["targets"]["shape"])
+
+
 def test_failed_convert_leaves_no_file(tmp_path, capsys):
     out = tmp_path / "pet.h5"
     assert main(["data", "convert", "--source", "oxford_pet", "--root", str(tmp_path / "missing"), "--out", str(out)]) == 2

@@ -1,11 +1,14 @@
 """End to end on a real local Ray cluster: `distmtl train` (2 DDP workers) and a 2-trial `distmtl tune`
 sweep (2 workers per trial) into a temporary MLflow SQLite store."""
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from distmtl.cli import main
+from distmtl.engine.checkpoint import load_checkpoint
+from distmtl.launch.cluster import TRIAL_CPUS, cpus_per_worker, trials_that_fit
 
 from conftest import REPO
 
@@ -79,6 +82,32 @@ def test_cross_validation_runs_k_folds_as_child_runs(ray_cluster, tmp_path, caps
     assert {"cv/test/fine/accuracy", "cv/test/fine/accuracy/std"} <= set(parent.data.metrics)
 
 
+def test_a_cross_validated_trial_reports_the_mean_of_its_folds(ray_cluster, tmp_path, capsys):
+    """A space with ``cv: 3``: the trial trains the three folds and reports, once, the folds' mean of their
+    best-epoch metric, which is what the sweep ranks by and MLflow records."""
+    space = tmp_path / "cv.yaml"
+    space.write_text(f"base: {REPO / 'search_spaces/configs/quick.yaml'}\nmetric: val/loss\ncv: 3\nnum_samples: 1\n"
+                     "parameters:\n  optim.weight_decay: {type: loguniform, low: 1.0e-6, high: 1.0e-2}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = main(["tune", "--space", str(space), "--workers-per-trial", "1", "--storage", str(tmp_path / "results"),
+               "--mlflow-uri", uri, "--experiment", "cv", *tiny_overrides(), "--set", "optim.epochs=1"])
+    assert rc == 0
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cv").experiment_id])
+    trial_id = run.data.tags["distmtl.trial_id"]
+    folds = []
+    for i in range(3):
+        (checkpoint,) = [p for p in (tmp_path / "results" / "cv-train" / f"{trial_id}-fold{i}").glob("checkpoint_*")
+                         if p.is_dir()]
+        payload = load_checkpoint(checkpoint)
+        assert payload["config"]["data"]["cv_fold"] == i and payload["config"]["data"]["cv_folds"] == 3
+        folds.append(payload["metrics"]["best/val/loss"])
+    assert len(set(folds)) == 3  # three different trainings
+    assert run.data.metrics["cv/best/val/loss"] == pytest.approx(sum(folds) / 3, rel=1e-6)
+    assert run.data.metrics["cv/best/val/loss/std"] == pytest.approx(float(np.std(folds, ddof=1)), rel=1e-6)
+    assert "cv/best/val/loss" in capsys.readouterr().out
+
+
 def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rc = main(["tune", "--space", str(REPO / "search_spaces/cross_stitch.yaml"), "--num-samples", "1",
@@ -139,9 +168,18 @@ def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_clus
     checkpoints = sorted(p for p in (tmp_path / "results" / "ss").glob("checkpoint_*") if p.is_dir())
     rc = main(["train", "--config", str(REPO / "search_spaces/configs/quick.yaml"), "--workers", "2",
                "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--name", "ss-resumed",
-               "--resume", str(checkpoints[0]), *sum((["--set", o] for o in overrides + ["optim.epochs=3"]), [])])
+               "--resume", str(checkpoints[0]), *sum((["--set", o] for o in overrides + ["optim.epochs=3", "train.keep_checkpoints=1"]), [])])
     assert rc == 0
+    (kept,) = [p for p in (tmp_path / "results" / "ss-resumed").glob("checkpoint_*") if p.is_dir()]
+    assert load_checkpoint(kept)["epoch"] == 2  # keep_checkpoints=1: of epochs 1 and 2, the last remains
     (resumed,) = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
     history = client.get_metric_history(resumed.info.run_id, "selective/branches")
     assert [m.step for m in history] == [1, 2]  # continued after the checkpoint's epoch
     assert all(m.value <= reports[0][0][1] for m in history)  # from the merged model: branches never come back
+
+
+def test_fitting_reads_the_running_clusters_resources(ray_cluster):
+    """Without given resources, the fitting functions read the connected cluster's (2 CPUs here)."""
+    assert ray_cluster.cluster_resources()["CPU"] == 2.0
+    assert cpus_per_worker(None, 2, TRIAL_CPUS) == cpus_per_worker(None, 2, TRIAL_CPUS, resources={"CPU": 2.0}) == 0.75
+    assert trials_that_fit(1, 0.25, 0.0) == trials_that_fit(1, 0.25, 0.0, resources={"CPU": 2.0}) == 2

@@ -1,6 +1,7 @@
 """Selective Sharing: capture, factorisation, grouping, merging, checkpoints, DDP agreement, ground truth."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from distmtl.config.schema import ModelConfig, SelectiveConfig
 from distmtl.data.synthetic import target_specs
-from distmtl.engine import LocalReporter, train
+from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.engine.checkpoint import load_checkpoint
 from distmtl.engine.selective import SelectiveSharingController
 from distmtl.engine.trainer import Trainer
@@ -61,6 +62,23 @@ def test_capture_does_not_alter_the_update():
     capturing, plain = capturing.model, plain.model
     for (name, a), b in zip(capturing.named_parameters(), plain.parameters()):
         assert torch.equal(a, b), name
+
+
+def test_capture_starts_at_the_start_epoch():
+    """Before ``start_epoch`` training steps capture no gradient and the epoch's end decides nothing."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**CFG, "selective": SelectiveConfig(hidden=8, start_epoch=1)})
+    controller = SelectiveSharingController(build_model(cfg, build_tasks(TASKS, target_specs()), 3).train())
+
+    def step():
+        out = controller.model(torch.rand(4, 3, 16, 16))
+        controller.observe({t: out[t].float().pow(2).mean() for t in TASKS})
+
+    step()
+    assert not controller._gradients
+    assert not controller.end_epoch(DistContext(), 0, {t: 1.0 for t in TASKS}) and controller.last_plan is None
+    step()
+    assert set(controller._gradients) == set(TASKS)
 
 
 def test_factorisation_shapes_and_determinism():
@@ -146,6 +164,11 @@ def test_optimizer_state_survives_for_kept_parameters():
     assert sum(len(g["params"]) for g in rebuilt.param_groups) == len(list(m.parameters()))
 
 
+def model_of(config):
+    """The untrained model a config builds (all branches still apart)."""
+    return build_model(config.model, build_tasks(config.tasks, target_specs()), 3)
+
+
 def ss_config(**overrides):
     base = {"tasks": TASKS, "model.architecture": "selective_sharing", "model.selective.hidden": 32,
             "data.num_samples": 1500, "data.image_size": 32, "model.channels": [16, 32, 64], "model.bottleneck": 64,
@@ -161,10 +184,42 @@ def test_groups_agree_with_the_generators_construction(tmp_path):
     branch_of = load_checkpoint(reporter.checkpoints[-1]).structure["branch_of"]
     truth = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
     assert adjusted_rand_score([truth[t] for t in TASKS], [branch_of[t] for t in TASKS]) == 1.0
-    assert final["selective/branches"] == 3 and final["params/total"] < reporter.history[0]["params/total"] + 1
+    unmerged = model_of(ss_config()).parameter_counts()
+    branch = unmerged["branches"] // len(TASKS)
+    branches = [r["selective/branches"] for r in reporter.history]
+    assert branches[-1] == 3 and branches == sorted(branches, reverse=True)  # merged, and never split again
+    assert final["params/branches"] == 3 * branch and final["params/total"] == unmerged["total"] - 2 * branch
     artifacts = sorted(p.name for p in (reporter.checkpoints[0] / "artifacts").iterdir())
     assert artifacts == ["selective_groups_epoch000.json", "selective_relatedness_epoch000.json",
                          "selective_relatedness_epoch000.png"]
+
+
+def test_no_capture_or_merge_before_the_start_epoch(tmp_path):
+    """With start_epoch 2, epochs 0 and 1 keep every branch and decide nothing (no task labels, no relatedness
+    figure); epoch 2 groups the tasks from its own gradients and merges."""
+    reporter = LocalReporter(tmp_path)
+    train(ss_config(**{"optim.epochs": 3, "model.selective.start_epoch": 2}), reporter)
+    assert [r["selective/branches"] for r in reporter.history][:2] == [len(TASKS)] * 2
+    for epoch, checkpoint in enumerate(reporter.checkpoints):
+        files = sorted(p.name for p in (checkpoint / "artifacts").iterdir())
+        groups = json.loads((checkpoint / "artifacts" / f"selective_groups_epoch{epoch:03d}.json").read_text())
+        decided = epoch >= 2
+        assert (f"selective_relatedness_epoch{epoch:03d}.png" in files) == decided
+        assert set(groups["labels"]) == (set(TASKS) if decided else set())
+    assert reporter.history[2]["selective/branches"] < len(TASKS)
+
+
+def test_locks_after_patience_epochs_without_a_merge():
+    """With min_cluster_size above the number of tasks nothing can group: after ``patience`` quiet epochs the
+    structure locks, at the epoch that completed the count, and the branches never change."""
+    config = small_config(**{"tasks": ["fine", "colour", "shape"], "model.architecture": "selective_sharing",
+                             "model.selective.hidden": 8, "model.selective.min_cluster_size": 4,
+                             "model.selective.patience": 2, "optim.epochs": 3})
+    reporter = LocalReporter()
+    final = train(config, reporter)
+    assert [r["selective/locked"] for r in reporter.history] == [0.0, 1.0, 1.0]
+    assert [r["selective/lock_epoch"] for r in reporter.history] == [-1, 1, 1]
+    assert [r["selective/branches"] for r in reporter.history] == [3, 3, 3] and final["selective/lock_epoch"] == 1
 
 
 def test_resuming_after_a_merge_rebuilds_the_merged_model(tmp_path):

@@ -5,12 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-from torchvision.ops import box_iou
+import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score, mean_squared_error, roc_auc_score
+from torchvision.ops import box_iou, distance_box_iou_loss
 
 from distmtl.data.sample_set import TargetSpec
 from distmtl.features import Features, FeatureShape
 from distmtl.tasks import build_tasks
+from distmtl.tasks.detection import to_boxes
 
 SHAPE = FeatureShape(vector=8, maps=(4, 6), image_channels=3)
 SPECS = {
@@ -104,11 +106,25 @@ def test_iou_of_known_boxes():
 
 
 def test_detection_masks_images_without_a_box():
+    """An image without a box adds nothing to the loss (whatever its placeholder target holds), no gradient,
+    and nothing to the IoU: loss and metrics are those of the boxed images alone."""
     task = build_tasks(["det"], SPECS)["det"]
-    out = torch.zeros(3, 4)
-    target = torch.tensor([[0.1, 0.1, 0.4, 0.4], [9.0, 9.0, -9.0, -9.0], [0.3, 0.3, 0.9, 0.9]])
-    total, count = task.masked_loss_terms(out, target, torch.tensor([True, False, True]))
-    assert count == 2 and torch.isfinite(total)
+    out = torch.tensor([[0.2, -0.1, 0.3, 0.0], [1.0, 2.0, -1.0, 0.5], [-0.4, 0.6, 0.1, -0.2]], requires_grad=True)
+    boxes = torch.tensor([[0.1, 0.1, 0.4, 0.4], [0.3, 0.3, 0.9, 0.9]])
+    mask = torch.tensor([True, False, True])
+    for missing in ([9.0, 9.0, -9.0, -9.0], [0.0, 0.0, 0.0, 0.0]):
+        target = torch.stack([boxes[0], torch.tensor(missing), boxes[1]])
+        total, count = task.masked_loss_terms(out, target, mask)
+        expected = distance_box_iou_loss(to_boxes(out[[0, 2]]), boxes, reduction="sum")
+        assert count == 2 and torch.isclose(total, expected)
+        out.grad = None
+        total.backward()
+        assert torch.equal(out.grad[1], torch.zeros(4)) and out.grad[[0, 2]].abs().sum() > 0
+        m = task.metrics(task.metric_state(out.detach(), target, mask))
+        iou = box_iou(to_boxes(out.detach()[[0, 2]]), boxes).diagonal()
+        assert m["iou"] == pytest.approx(iou.mean().item()) and m["hit50"] == pytest.approx((iou >= 0.5).float().mean().item())
+    none = task.metrics(task.metric_state(out.detach(), target, torch.zeros(3, dtype=torch.bool)))
+    assert math.isnan(none["iou"]) and math.isnan(none["hit50"])
 
 
 def test_ranking_pair_accuracy():
@@ -122,7 +138,18 @@ def test_ranking_pair_accuracy():
 
 
 def test_reconstruction_reports_bce_and_mse():
+    """BCE on logits and MSE of the sigmoid, per pixel, averaged over the samples that carry a target."""
     task = build_tasks(["rec"], SPECS)["rec"]
-    target = torch.rand(2, 3, 4, 4)
-    m = task.metrics(task.metric_state(torch.logit(target.clamp(0.01, 0.99)), target, torch.ones(2, dtype=torch.bool)))
-    assert m["mse"] < 1e-4 and not math.isnan(m["bce"])
+    g = torch.Generator().manual_seed(5)
+    target = torch.rand(3, 3, 4, 4, generator=g)
+    logits = torch.randn(3, 3, 4, 4, generator=g)
+    mask = torch.tensor([True, False, True])
+    m = task.metrics(task.metric_state(logits, target, mask))
+    kept = mask.nonzero().flatten()
+    bce = F.binary_cross_entropy_with_logits(logits[kept], target[kept]).item()
+    mse = mean_squared_error(target[kept].flatten().numpy(), torch.sigmoid(logits[kept]).flatten().numpy())
+    assert m["bce"] == pytest.approx(bce, rel=1e-5) and m["mse"] == pytest.approx(mse, rel=1e-5)
+    total, count = task.masked_loss_terms(logits, target, mask)
+    assert count == 2 and (total / count).item() == pytest.approx(bce, rel=1e-5)
+    perfect = task.metrics(task.metric_state(torch.logit(target.clamp(0.01, 0.99)), target, mask))
+    assert perfect["mse"] < 1e-4 < m["mse"]

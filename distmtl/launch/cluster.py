@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger("distmtl")
@@ -35,15 +36,14 @@ def ensure_ray(address: str | None = None) -> bool:
         return True
 
 
-def cpus_per_worker(requested: float | None, workers: int, reserve: float = 0.0) -> float:
+def cpus_per_worker(requested: float | None, workers: int, reserve: float = 0.0,
+                    resources: Mapping[str, float] | None = None) -> float:
     """The CPUs each Train worker asks for: ``requested`` if given, else 1, shrunk (to quarters) so that
     ``workers`` of them plus ``reserve`` fit the cluster — Ray leaves whole-CPU requests PENDING on a
-    laptop with fewer cores than workers."""
-    import ray
-
+    laptop with fewer cores than workers. ``resources`` defaults to ``ray.cluster_resources()``."""
     if requested is not None:
         return requested
-    total = ray.cluster_resources().get("CPU", 1.0)
+    total = _resources(resources).get("CPU", 1.0)
     fitted = math.floor(4 * (total - reserve) / workers) / 4
     return max(0.25, min(1.0, fitted))
 
@@ -53,16 +53,23 @@ def resolve_storage(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
-def trials_that_fit(workers: int, cpus: float, gpus: float) -> int:
+def trials_that_fit(workers: int, cpus: float, gpus: float, resources: Mapping[str, float] | None = None) -> int:
     """How many trials (their own CPU share plus their workers) the cluster holds at once, at least 1.
 
     Starting more on a fixed-size cluster deadlocks: each trial holds its share while its
-    workers wait for CPUs that the other trials hold.
+    workers wait for CPUs that the other trials hold. ``resources`` defaults to ``ray.cluster_resources()``.
     """
-    import ray
-
-    resources = ray.cluster_resources()
+    resources = _resources(resources)
     fit = int(resources.get("CPU", 1.0) // (TRIAL_CPUS + workers * cpus))
     if gpus > 0:
         fit = min(fit, int(resources.get("GPU", 0.0) // (workers * gpus)))
     return max(1, fit)
+
+
+def _resources(given: Mapping[str, float] | None) -> Mapping[str, float]:
+    """``given``, else the connected cluster's total resources."""
+    if given is not None:
+        return given
+    import ray
+
+    return ray.cluster_resources()
