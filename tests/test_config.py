@@ -134,8 +134,10 @@ def test_cli_prints_one_line_and_exits_2_without_starting_anything(tmp_path, cap
 
 def test_cli_rejects_bad_flags(tmp_path, capsys):
     good = write(tmp_path, GOOD)
-    assert main(["train", "--config", str(good), "--workers", "0"]) == 2
-    assert "--workers must be > 0" in capsys.readouterr().err
+    for workers in ("0", "4-2", "two"):
+        with pytest.raises(SystemExit) as exited:  # argparse: usage line, one error line, status 2
+            main(["train", "--config", str(good), "--workers", workers])
+        assert exited.value.code == 2 and "argument --workers: " in capsys.readouterr().err
     assert main(["train", "--config", str(good), "--resume", str(tmp_path)]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err
 
