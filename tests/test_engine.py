@@ -189,7 +189,7 @@ def test_a_cv_fold_trains_on_its_split(tmp_path):
     _, random_val, _ = split_by_group(samples.groups, data.val_fraction, data.test_fraction, data.seed)
     other = _losses_of_saved_model(folds[1], checkpoint, random_val)
     assert final["val/shape/loss"] != pytest.approx(other["shape"], rel=1e-4)  # the comparison tells splits apart
-    steps = {s["step"].item() for s in load_checkpoint(checkpoint)["optimizer"]["state"].values()}
+    steps = {s["step"].item() for s in load_checkpoint(checkpoint).optimizer["state"].values()}
     assert steps == {math.ceil(len(train_idx) / folds[1].data.batch_size)}
 
 
