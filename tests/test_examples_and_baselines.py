@@ -63,17 +63,14 @@ def _lookup(tree: dict, dotted: str):
 
 @pytest.mark.parametrize("space", SPACES, ids=lambda p: p.stem)
 def test_every_search_space_validates(space):
-    """Every searched value a space can propose (each choice, both bounds) makes a valid trial config that
-    carries it, and a (shrunk) trial reports the space's metric as a finite number."""
-    loaded = Space(space, parse_set_args(SHRINK))
+    """Every value a space can propose (each choice, both bounds) makes a valid trial config that carries it;
+    loading the space checks only the lowest."""
+    loaded = Space(space)
     for key, parameter in loaded.file.parameters.items():
         candidates = parameter.values if parameter.type == "choice" else [parameter.low, parameter.high]
         for value in candidates:
             value = int(value) if parameter.type == "randint" else value
             assert _lookup(loaded.trial_config({key: value}).model_dump(), key) == value
-    sampled = {key: parameter.representative() for key, parameter in loaded.file.parameters.items()}
-    final = train(loaded.trial_config(sampled), LocalReporter())
-    assert math.isfinite(final[loaded.metric])
 
 
 def test_transfer_baseline_reports_mapping_metrics_like_the_joint_model(tmp_path, capsys):

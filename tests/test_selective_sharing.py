@@ -195,18 +195,18 @@ def test_groups_agree_with_the_generators_construction(tmp_path):
 
 
 def test_no_capture_or_merge_before_the_start_epoch(tmp_path):
-    """With start_epoch 2, epochs 0 and 1 keep every branch and decide nothing (no task labels, no relatedness
-    figure); epoch 2 groups the tasks from its own gradients and merges."""
+    """With start_epoch 1, epoch 0 keeps every branch and decides nothing (no task labels, no relatedness
+    figure); epoch 1 groups the tasks from its own gradients and merges."""
     reporter = LocalReporter(tmp_path)
-    train(ss_config(**{"optim.epochs": 3, "model.selective.start_epoch": 2}), reporter)
-    assert [r["selective/branches"] for r in reporter.history][:2] == [len(TASKS)] * 2
+    train(ss_config(**{"model.selective.start_epoch": 1}), reporter)
+    assert [r["selective/branches"] for r in reporter.history][0] == len(TASKS)
     for epoch, checkpoint in enumerate(reporter.checkpoints):
         files = sorted(p.name for p in (checkpoint / "artifacts").iterdir())
         groups = json.loads((checkpoint / "artifacts" / f"selective_groups_epoch{epoch:03d}.json").read_text())
-        decided = epoch >= 2
+        decided = epoch >= 1
         assert (f"selective_relatedness_epoch{epoch:03d}.png" in files) == decided
         assert set(groups["labels"]) == (set(TASKS) if decided else set())
-    assert reporter.history[2]["selective/branches"] < len(TASKS)
+    assert reporter.history[1]["selective/branches"] < len(TASKS)
 
 
 def test_locks_after_patience_epochs_without_a_merge():
