@@ -10,6 +10,7 @@ from distmtl.errors import DistmtlError
 from distmtl.launch.capacity import (
     TRIAL_CPUS,
     NodeGroup,
+    Plan,
     Request,
     concurrency,
     launcher_node_types,
@@ -149,3 +150,14 @@ def test_running_nodes_are_grouped_from_ray_nodes_entries():
         {"Resources": {"CPU": 4.0, "GPU": 1.0}, "Labels": {"ray.io/node-group": "gpu_worker"}},
     ]
     assert running_groups(nodes) == [NodeGroup("head", 8.0, 0.0, 1, head=True), NodeGroup("gpu_worker", 4.0, 1.0, 2)]
+
+
+@pytest.mark.ray
+def test_a_running_cluster_is_read_from_ray_and_an_impossible_request_leaves_it_alone(ray_cluster):
+    from distmtl.launch.cluster import ensure_ray, reachable_nodes
+
+    assert reachable_nodes() == [NodeGroup("head", 2.0, 0.0, 1, head=True)]  # the fixture's ray.init(num_cpus=2)
+    assert ensure_ray(Request(2, **TRIAL)) == Plan(0.75, 1, True)
+    with pytest.raises(DistmtlError, match=r"the Ray cluster has no GPUs \(nodes: head: 2 CPU\)"):
+        ensure_ray(Request(2, 1.0, **TRIAL))
+    assert ray_cluster.is_initialized()
