@@ -143,10 +143,10 @@ def test_cluster_gcp_yaml_node_types_are_read_as_written():
     assert launcher_node_types(config) == [NodeGroup("gpu_worker", 8, 1, count=4, autoscaled=True)]
 
 
-def test_running_nodes_are_grouped_from_ray_nodes_entries():
-    nodes = [
-        {"Resources": {"CPU": 8.0, "node:__internal_head__": 1.0}, "Labels": {}},
+def test_running_nodes_are_grouped_from_ray_nodes_entries_head_first():
+    nodes = [  # in no particular order, as ray.nodes() gives them
         {"Resources": {"CPU": 4.0, "GPU": 1.0}, "Labels": {"ray.io/node-group": "gpu_worker"}},
+        {"Resources": {"CPU": 8.0, "node:__internal_head__": 1.0}, "Labels": {}},
         {"Resources": {"CPU": 4.0, "GPU": 1.0}, "Labels": {"ray.io/node-group": "gpu_worker"}},
     ]
     assert running_groups(nodes) == [NodeGroup("head", 8.0, 0.0, 1, head=True), NodeGroup("gpu_worker", 4.0, 1.0, 2)]

@@ -80,14 +80,15 @@ def reachable_nodes() -> list[NodeGroup]:
 
 
 def running_groups(nodes: list[dict[str, Any]]) -> list[NodeGroup]:
-    """Alive nodes (``ray.nodes()`` entries) merged into groups of identical ones, the head on its own."""
+    """Alive nodes (``ray.nodes()`` entries) merged into groups of identical ones: the head first, then by name."""
     sizes: Counter[tuple[str, float, float, bool]] = Counter()
     for node in nodes:
         resources = node["Resources"]
         head = HEAD_RESOURCE in resources
         name = "head" if head else node.get("Labels", {}).get(NODE_TYPE_LABEL, "node")
         sizes[name, resources.get("CPU", 0.0), resources.get("GPU", 0.0), head] += 1
-    return [NodeGroup(name, cpus, gpus, count, head) for (name, cpus, gpus, head), count in sizes.items()]
+    groups = [NodeGroup(name, cpus, gpus, count, head) for (name, cpus, gpus, head), count in sizes.items()]
+    return sorted(groups, key=lambda g: (not g.head, g.name, g.cpus, g.gpus))
 
 
 def autoscaler_node_types() -> list[NodeGroup]:
