@@ -30,7 +30,8 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     parser.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment / Ray run group name")
     parser.add_argument("--address", default=None,
-                        help="Ray cluster address (default: join a running cluster, else start a local one)")
+                        help="Ray cluster address (default: $RAY_ADDRESS, else the cluster `ray start` recorded "
+                             "on this machine, else start a local one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set optim.lr=0.001 (repeatable)")
 
@@ -166,8 +167,8 @@ def _tune(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = run_sweep(space, SweepOptions(
         num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
-        cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, experiment=args.experiment, storage=args.storage,
-        mlflow_uri=args.mlflow_uri, address=args.address,
+        cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, experiment=args.experiment,
+        storage=args.storage, mlflow_uri=args.mlflow_uri, address=args.address,
     ))
     elapsed = time.perf_counter() - started
     print(f"\nsweep '{result.experiment}': {result.num_trials} trial(s) in {elapsed:.1f} s; results in "

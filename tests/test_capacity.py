@@ -130,7 +130,8 @@ def _launcher(name, fill=None):
 
 
 def test_the_30_trial_sweep_on_cluster_yaml_runs_two_trials_at_once_with_drivers_on_the_head():
-    config = _launcher("cluster.yaml", {"head": {"CPU": 8}, "gpu_worker": {"CPU": 4, "GPU": 1}})  # m5.2xlarge, g5.xlarge
+    # What `ray up` fills in for an m5.2xlarge head and g5.xlarge workers:
+    config = _launcher("cluster.yaml", {"head": {"CPU": 8}, "gpu_worker": {"CPU": 4, "GPU": 1}})
     groups = [NodeGroup("head", 8, head=True)] + launcher_node_types(config)
     assert groups[1] == NodeGroup("gpu_worker", 4, 1, count=4, autoscaled=True)
     layout = plan(groups, Request(2, 1.0, **TRIAL))

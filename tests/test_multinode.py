@@ -91,8 +91,9 @@ def two_nodes():
                           f"--metrics-export-port={agents[2]}", f"--runtime-env-agent-port={agents[3]}"], env)]
     try:
         nodes.append(_start_node([f"--address=127.0.0.1:{gcs}", "--num-cpus=1",
-                                  f"--dashboard-agent-listen-port={agents[4]}", f"--dashboard-agent-grpc-port={agents[5]}",
-                                  f"--metrics-export-port={agents[6]}", f"--runtime-env-agent-port={agents[7]}"], env))
+                                  f"--dashboard-agent-listen-port={agents[4]}",
+                                  f"--dashboard-agent-grpc-port={agents[5]}", f"--metrics-export-port={agents[6]}",
+                                  f"--runtime-env-agent-port={agents[7]}"], env))
         print(f"two-node cluster up in {time.perf_counter() - started:.1f} s")
         yield root, env
     finally:
@@ -138,7 +139,8 @@ def test_a_sweep_submitted_to_the_head_runs_its_workers_on_both_nodes(two_nodes,
     logged = [[m.step for m in client.get_metric_history(r.info.run_id, "val/loss")] for r in runs]
     assert [0, 1] in logged  # ASHA may stop the second trial after its first epoch, never the first
     for run, epochs in zip(runs, logged):
-        checkpoints = list((storage / "twonode-train" / run.data.tags["distmtl.trial_id"]).glob("checkpoint_*/checkpoint.pt"))
+        trial_dir = storage / "twonode-train" / run.data.tags["distmtl.trial_id"]
+        checkpoints = list(trial_dir.glob("checkpoint_*/checkpoint.pt"))
         assert epochs == list(range(len(epochs))) and len(checkpoints) >= len(epochs) >= 1
 
 
@@ -155,3 +157,17 @@ def test_gpus_asked_of_the_joined_cluster_are_refused_before_any_trial(two_nodes
         "distmtl: error: --gpus-per-worker 1: the Ray cluster has no GPUs (nodes: head: 2 CPU; node: 1 CPU); "
         "use --gpus-per-worker 0 or a cluster with GPU nodes")
     assert not (tmp_path / "results").exists()
+
+
+def test_a_driver_without_the_clusters_token_is_refused_with_one_line(two_nodes, tmp_path):
+    root, env = two_nodes
+    without = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    without["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "tune.py"), "--space", str(REPO / "search_spaces" / "quick.yaml"),
+         "--storage", str(tmp_path / "results"), "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        env=without, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    print(f"refused in {time.perf_counter() - started:.1f} s")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "distmtl: error: cannot join the Ray cluster" in proc.stderr.strip().splitlines()[-1]

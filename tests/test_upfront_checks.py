@@ -208,15 +208,18 @@ def test_tune_with_an_unreachable_mlflow_server_stops_before_ray(tmp_path, capsy
     (["tune", "--space", str(QUICK), "--cpus-per-worker", "64"], "--cpus-per-worker 64: no node has that many CPUs"),
     (["train", "--config", str(REPO / "search_spaces" / "configs" / "quick.yaml"), "--workers", "64"],
      "--workers 64: 64 workers of 0.25 CPU never fit this Ray cluster"),
+    (["tune", "--space", str(QUICK), "--address", "127.0.0.1:{closed}"],
+     "no Ray cluster answers at 127.0.0.1:{closed} (--address): Connection refused"),
 ])
-def test_requests_this_machine_can_never_hold_are_refused_before_ray_starts(tmp_path, args, expected):
+def test_requests_that_can_never_be_met_are_refused_before_ray_starts(tmp_path, args, expected):
     """As a user runs it: a fresh process with no Ray cluster to join (a private Ray temp dir)."""
+    closed = _closed_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
     storage = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "distmtl", *args, "--storage", str(storage),
-                           "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+    proc = subprocess.run([sys.executable, "-m", "distmtl", *(a.format(closed=closed) for a in args),
+                           "--storage", str(storage), "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and expected in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and expected.format(closed=closed) in proc.stderr
     assert not (tmp_path / "ray").exists() and not storage.exists()  # no Ray session, no trial

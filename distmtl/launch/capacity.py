@@ -40,7 +40,10 @@ class NodeGroup:
 
     def describe(self) -> str:
         size = f"{self.cpus:g} CPU" + (f", {self.gpus:g} GPU" if self.gpus else "")
-        more = f" (autoscaler: up to {self.count} more)" if self.autoscaled else ("" if self.count == 1 else f" × {self.count}")
+        if self.autoscaled:
+            more = f" (autoscaler: up to {self.count} more)"
+        else:
+            more = "" if self.count == 1 else f" × {self.count}"
         return f"{self.name}{more}: {size}"
 
 

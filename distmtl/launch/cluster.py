@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -28,20 +30,23 @@ def ensure_ray(request: Request, address: str | None = None) -> Plan:
     that it fails in seconds instead of waiting for workers forever.
     """
     import ray
+    from ray.exceptions import AuthenticationError
 
     if ray.is_initialized():
         return plan(reachable_nodes(), request)
-    target = _cluster_to_join(address)
+    target, origin = _cluster_to_join(address)
     if target is None:
         plan(local_machine(), request)
-        ray.init()
+        ray.init(address="local")
         log.info("started a local Ray cluster with %s CPUs", ray.cluster_resources().get("CPU"))
     else:
+        _check_listening(target, origin)
         try:
             ray.init(address=address)
-        except ConnectionError as exc:
-            raise DistmtlError(f"cannot reach the Ray cluster at {target} ({exc}); start it, or pass --address "
-                               "of a running one (a token-authenticated cluster also needs RAY_AUTH_MODE=token)") from None
+        except (ConnectionError, AuthenticationError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DistmtlError(f"cannot join the Ray cluster at {target} ({origin}): {reason}; with token "
+                               "authentication, set RAY_AUTH_MODE=token and give the cluster's token") from None
         log.info("joined the Ray cluster at %s", target)
     try:
         return plan(reachable_nodes(), request)
@@ -50,15 +55,35 @@ def ensure_ray(request: Request, address: str | None = None) -> Plan:
         raise
 
 
-def _cluster_to_join(address: str | None) -> str | None:
-    """``address``, else ``$RAY_ADDRESS``, else the address ``ray start`` recorded on this machine, else None.
+def _cluster_to_join(address: str | None) -> tuple[str | None, str]:
+    """The address to join and where it came from: ``address``, else ``$RAY_ADDRESS``, else the address
+    ``ray start`` recorded on this machine; None to start a local cluster (also for ``--address local``).
 
     Unlike ``ray.init(address="auto")`` this never picks up any other Ray process found on the machine
     (such as another program's private ``ray.init()`` cluster).
     """
-    from ray._private.services import get_ray_address_from_environment
+    from ray._common.utils import get_ray_address_file
+    from ray._private.utils import read_ray_address
 
-    return address or get_ray_address_from_environment(None, None)
+    if address == "local":
+        return None, "--address"
+    if address:
+        return address, "--address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "$RAY_ADDRESS"
+    return read_ray_address(None), f"recorded by `ray start` in {get_ray_address_file(None)}"
+
+
+def _check_listening(target: str, origin: str, timeout: float = 5.0) -> None:
+    """Refuse at once an address where nothing listens: ``ray.init`` would retry it for minutes."""
+    host, _, port = target.rpartition(":")
+    if "://" in target or not port.isdigit():
+        return  # "auto", or a Ray Client / Jobs URL: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DistmtlError(f"no Ray cluster answers at {target} ({origin}): {exc.strerror or exc}; start it, or "
+                           "give the address of a running one") from None
 
 
 def local_machine() -> list[NodeGroup]:
