@@ -30,7 +30,8 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     parser.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment / Ray run group name")
     parser.add_argument("--address", default=None,
-                        help="Ray cluster address (default: join a running cluster, else start a local one)")
+                        help="Ray cluster address (default: $RAY_ADDRESS, else the cluster `ray start` recorded "
+                             "on this machine, else start a local one)")
     parser.add_argument("--max-failures", type=int, default=None, metavar="N",
                         help="restarts of a run's worker group after a worker dies, each resuming from the latest "
                              "checkpoint (default: train.max_failures, 2)")
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--image-size", type=int, default=None, metavar="PX", help="image side in pixels")
     convert.add_argument("--num-samples", type=int, default=None, metavar="N", help="generator size / subset size")
     convert.add_argument("--seed", type=int, default=None)
+    convert.add_argument("--force", action="store_true", help="replace --out if it exists")
     return parser
 
 
@@ -129,8 +131,11 @@ def _positive(value: float | None, flag: str, allow_zero: bool = False) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from distmtl.config import load_config
+    from distmtl.data.verify import check_source_files
     from distmtl.engine.assembly import check_config
+    from distmtl.launch.preflight import check_resume
     from distmtl.tracking import default_tracking_uri
+    from distmtl.tracking.probe import check_tracking_store
 
     _positive(args.gpus_per_worker, "--gpus-per-worker", allow_zero=True)
     _positive(args.cpus_per_worker, "--cpus-per-worker")
@@ -140,8 +145,10 @@ def _train(args: argparse.Namespace) -> int:
         raise DistmtlError(f"--cv needs at least 3 folds (test, validation and training; got {args.cv})")
     if args.cv and args.resume:
         raise DistmtlError("--cv and --resume cannot be combined (resume one fold's run without --cv)")
-    if args.resume and not (Path(args.resume) / "checkpoint.pt").is_file():
-        raise DistmtlError(f"--resume: no checkpoint.pt in {args.resume} (give a checkpoint_* directory of a run)")
+    if args.resume:
+        check_resume(args.resume)
+    check_source_files(config.data)
+    check_tracking_store(args.mlflow_uri or default_tracking_uri())
     from distmtl.launch.cluster import resolve_storage
     from distmtl.launch.run import train_on_ray
 
@@ -171,20 +178,24 @@ def _train(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from distmtl.tune.space import Space
 
-    for flag in ("num_samples", "workers_per_trial", "max_concurrent"):
+    for flag in ("num_samples", "workers_per_trial", "max_concurrent", "cpus_per_worker"):
         _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
     _positive(args.gpus_per_worker, "--gpus-per-worker", allow_zero=True)
     space = Space(args.space, _overrides(args))
     if args.dry_run:
         print(space.describe())
         return 0
+    from distmtl.tracking import default_tracking_uri
+    from distmtl.tracking.probe import check_tracking_store
     from distmtl.tune.runner import SweepOptions, run_sweep
+
+    check_tracking_store(args.mlflow_uri or default_tracking_uri())
 
     started = time.perf_counter()
     result = run_sweep(space, SweepOptions(
         num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
-        max_concurrent=args.max_concurrent, experiment=args.experiment, storage=args.storage,
-        mlflow_uri=args.mlflow_uri, address=args.address,
+        cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, experiment=args.experiment,
+        storage=args.storage, mlflow_uri=args.mlflow_uri, address=args.address,
     ))
     elapsed = time.perf_counter() - started
     print(f"\nsweep '{result.experiment}': {result.num_trials} trial(s) in {elapsed:.1f} s; results in "
@@ -230,6 +241,8 @@ def _data(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".h5", ".hdf5"):
         raise DistmtlError(f"--out {out}: name the file *.h5")
+    if out.exists() and not args.force:
+        raise DistmtlError(f"--out {out} exists; pass --force to replace it, or choose another file")
     started = time.perf_counter()
     samples = build_source(config)
     write_store(samples, out, source=config.source, chunk=args.chunk, compression=args.compression)

@@ -25,6 +25,16 @@ def test_cluster_config_is_valid_for_the_ray_cluster_launcher(name):
     assert config["file_mounts"]["/home/ray/distmtl"] == "."
 
 
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-gcp.yaml"])
+def test_every_node_gets_rays_auth_token_and_mode(name):
+    """Workers join a token-authenticated head only with RAY_AUTH_MODE=token and the head's token; file mounts
+    and docker run options reach the head and every worker node alike."""
+    config = yaml.safe_load((REPO / "cluster" / name).read_text())
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "--env=RAY_AUTH_MODE=token" in config["docker"]["run_options"]
+    assert not {"head_run_options", "worker_run_options"} & set(config["docker"])
+
+
 def test_submit_script_takes_the_tune_arguments():
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tune.py"), "--space",
                            str(REPO / "search_spaces" / "quick.yaml"), "--dry-run"], capture_output=True, text=True)

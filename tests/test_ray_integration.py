@@ -8,7 +8,6 @@ from mlflow.tracking import MlflowClient
 
 from distmtl.cli import main
 from distmtl.engine.checkpoint import load_checkpoint
-from distmtl.launch.cluster import TRIAL_CPUS, cpus_per_worker, trials_that_fit
 
 from conftest import REPO
 
@@ -171,15 +170,8 @@ def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_clus
                "--resume", str(checkpoints[0]), *sum((["--set", o] for o in overrides + ["optim.epochs=3", "train.keep_checkpoints=1"]), [])])
     assert rc == 0
     (kept,) = [p for p in (tmp_path / "results" / "ss-resumed").glob("checkpoint_*") if p.is_dir()]
-    assert load_checkpoint(kept)["epoch"] == 2  # keep_checkpoints=1: of epochs 1 and 2, the last remains
+    assert load_checkpoint(kept).epoch == 2  # keep_checkpoints=1: of epochs 1 and 2, the last remains
     (resumed,) = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
     history = client.get_metric_history(resumed.info.run_id, "selective/branches")
     assert [m.step for m in history] == [1, 2]  # continued after the checkpoint's epoch
     assert all(m.value <= reports[0][0][1] for m in history)  # from the merged model: branches never come back
-
-
-def test_fitting_reads_the_running_clusters_resources(ray_cluster):
-    """Without given resources, the fitting functions read the connected cluster's (2 CPUs here)."""
-    assert ray_cluster.cluster_resources()["CPU"] == 2.0
-    assert cpus_per_worker(None, 2, TRIAL_CPUS) == cpus_per_worker(None, 2, TRIAL_CPUS, resources={"CPU": 2.0}) == 0.75
-    assert trials_that_fit(1, 0.25, 0.0) == trials_that_fit(1, 0.25, 0.0, resources={"CPU": 2.0}) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,28 @@ from distmtl.config.schema import Config
 from distmtl.errors import ConfigError
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, which also reads exponent floats without a dot or an exponent sign (``1e-3``,
+    ``1.0e6``) as numbers, as YAML 1.2 does; YAML 1.1's pattern leaves them strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
     """Read a YAML mapping from ``path``; missing files and malformed YAML raise :class:`ConfigError`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path} (check the path)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}); give a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -39,7 +55,7 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value (e.g. optim.lr=0.001), got '{item}'")
         try:
-            overrides[key.strip()] = yaml.safe_load(raw)
+            overrides[key.strip()] = yaml.load(raw, Loader=_Loader)
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: cannot read value '{raw}' as YAML") from None
     return overrides

@@ -20,6 +20,8 @@ from distmtl.data.sources import all_present, register_source, require_root, res
 from distmtl.errors import DistmtlError
 
 EXPECTED = "the cifar-100-python directory (train, test, meta pickles) or its parent"
+BATCH_KEYS = (b"data", b"fine_labels", b"coarse_labels")
+META_KEYS = (b"fine_label_names", b"coarse_label_names")
 
 
 def cifar100_specs(cfg: DataConfig | None = None) -> dict[str, TargetSpec]:
@@ -48,12 +50,19 @@ def _unpickle(path: Path, keys: tuple[bytes, ...]) -> dict:
     return batch
 
 
+def check_files(cfg: DataConfig) -> None:
+    """Read the three pickles as the source does (about a second for the whole set), so that a damaged root
+    is reported once, before anything starts, rather than by every worker."""
+    directory = _directory(cfg)
+    for name, keys in (("meta", META_KEYS), ("test", BATCH_KEYS), ("train", BATCH_KEYS)):
+        _unpickle(directory / name, keys)
+
+
 @register_source("cifar100", cifar100_specs)
 def cifar100_source(cfg: DataConfig) -> SampleSet:
     directory = _directory(cfg)
-    keys = (b"data", b"fine_labels", b"coarse_labels")
-    train, test = (_unpickle(directory / n, keys) for n in ("train", "test"))
-    meta = _unpickle(directory / "meta", (b"fine_label_names", b"coarse_label_names"))
+    train, test = (_unpickle(directory / n, BATCH_KEYS) for n in ("train", "test"))
+    meta = _unpickle(directory / "meta", META_KEYS)
     data = np.concatenate([train[b"data"], test[b"data"]]).reshape(-1, 3, 32, 32)
     fine = np.concatenate([train[b"fine_labels"], test[b"fine_labels"]])
     coarse = np.concatenate([train[b"coarse_labels"], test[b"coarse_labels"]])

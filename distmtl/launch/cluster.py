@@ -1,75 +1,140 @@
-"""Joining or starting a Ray cluster, and fitting worker CPU requests to it."""
+"""Joining or starting a Ray cluster, once it is clear that the cluster can hold what the runs ask for."""
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Mapping
+import os
+import socket
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+from distmtl.errors import DistmtlError
+from distmtl.launch.capacity import HEAD_RESOURCE, UNBOUNDED, NodeGroup, Plan, Request, launcher_node_types, plan
 
 log = logging.getLogger("distmtl")
 
-#: CPU reserved for a Tune trial's own driver function (the Train workers get the rest).
-TRIAL_CPUS = 0.5
+#: Where the Ray cluster launcher leaves its config (with node types and their resources) on the head node.
+LAUNCHER_CONFIG = Path("~/ray_bootstrap_config.yaml")
+#: The label Ray gives a node that the autoscaler launched: its node type.
+NODE_TYPE_LABEL = "ray.io/node-group"
 
 
-def ensure_ray(address: str | None = None) -> bool:
-    """Connect to ``address``; without one, join a running cluster if there is one, else start a local one.
+def ensure_ray(request: Request, address: str | None = None) -> Plan:
+    """Join the Ray cluster at ``address`` (else ``$RAY_ADDRESS``, else the one ``ray start`` recorded on
+    this machine) or start a local one, and lay ``request`` out on it.
 
-    Returns whether the cluster is a fixed-size local one (started here or in this process), as
-    opposed to a cluster that an autoscaler may grow.
+    A request that the cluster can never hold raises :class:`DistmtlError` before a local cluster
+    starts (judged from this machine's CPUs and GPUs), or right after joining (and disconnecting), so
+    that it fails in seconds instead of waiting for workers forever.
     """
     import ray
+    from ray.exceptions import AuthenticationError
 
     if ray.is_initialized():
-        return True
-    if address:
-        ray.init(address=address)
-        return False
-    try:
-        ray.init(address="auto")
-        log.info("joined the running Ray cluster")
-        return False
-    except ConnectionError:
-        ray.init()
+        return plan(reachable_nodes(), request)
+    target, origin = _cluster_to_join(address)
+    if target is None:
+        plan(local_machine(), request)
+        ray.init(address="local")
         log.info("started a local Ray cluster with %s CPUs", ray.cluster_resources().get("CPU"))
-        return True
+    else:
+        _check_listening(target, origin)
+        try:
+            ray.init(address=address)
+        except (ConnectionError, AuthenticationError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DistmtlError(f"cannot join the Ray cluster at {target} ({origin}): {reason}; with token "
+                               "authentication, set RAY_AUTH_MODE=token and give the cluster's token") from None
+        log.info("joined the Ray cluster at %s", target)
+    try:
+        return plan(reachable_nodes(), request)
+    except DistmtlError:
+        ray.shutdown()
+        raise
 
 
-def cpus_per_worker(requested: float | None, workers: int, reserve: float = 0.0,
-                    resources: Mapping[str, float] | None = None) -> float:
-    """The CPUs each Train worker asks for: ``requested`` if given, else 1, shrunk (to quarters) so that
-    ``workers`` of them plus ``reserve`` fit the cluster — Ray leaves whole-CPU requests PENDING on a
-    laptop with fewer cores than workers. ``resources`` defaults to ``ray.cluster_resources()``."""
-    if requested is not None:
-        return requested
-    total = _resources(resources).get("CPU", 1.0)
-    fitted = math.floor(4 * (total - reserve) / workers) / 4
-    return max(0.25, min(1.0, fitted))
+def _cluster_to_join(address: str | None) -> tuple[str | None, str]:
+    """The address to join and where it came from: ``address``, else ``$RAY_ADDRESS``, else the address
+    ``ray start`` recorded on this machine; None to start a local cluster (also for ``--address local``).
+
+    Unlike ``ray.init(address="auto")`` this never picks up any other Ray process found on the machine
+    (such as another program's private ``ray.init()`` cluster).
+    """
+    from ray._common.utils import get_ray_address_file
+    from ray._private.utils import read_ray_address
+
+    if address == "local":
+        return None, "--address"
+    if address:
+        return address, "--address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "$RAY_ADDRESS"
+    return read_ray_address(None), f"recorded by `ray start` in {get_ray_address_file(None)}"
+
+
+def _check_listening(target: str, origin: str, timeout: float = 5.0) -> None:
+    """Refuse at once an address where nothing listens: ``ray.init`` would retry it for minutes."""
+    host, _, port = target.rpartition(":")
+    if "://" in target or not port.isdigit():
+        return  # "auto", or a Ray Client / Jobs URL: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DistmtlError(f"no Ray cluster answers at {target} ({origin}): {exc.strerror or exc}; start it, or "
+                           "give the address of a running one") from None
+
+
+def local_machine() -> list[NodeGroup]:
+    """This machine as the one-node cluster ``ray.init()`` would start: Ray's CPU count, the GPUs torch sees."""
+    import torch
+    from ray._private.utils import get_num_cpus
+
+    return [NodeGroup("this machine", float(get_num_cpus()), float(torch.cuda.device_count()), head=True)]
+
+
+def reachable_nodes() -> list[NodeGroup]:
+    """The joined cluster's alive nodes plus the nodes its autoscaler may still launch."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    running = Counter(n.get("Labels", {}).get(NODE_TYPE_LABEL) for n in alive)
+    more = [replace(t, count=t.count - running[t.name]) for t in autoscaler_node_types() if t.count > running[t.name]]
+    return running_groups(alive) + more
+
+
+def running_groups(nodes: list[dict[str, Any]]) -> list[NodeGroup]:
+    """Alive nodes (``ray.nodes()`` entries) merged into groups of identical ones: the head first, then by name."""
+    sizes: Counter[tuple[str, float, float, bool]] = Counter()
+    for node in nodes:
+        resources = node["Resources"]
+        head = HEAD_RESOURCE in resources
+        name = "head" if head else node.get("Labels", {}).get(NODE_TYPE_LABEL, "node")
+        sizes[name, resources.get("CPU", 0.0), resources.get("GPU", 0.0), head] += 1
+    groups = [NodeGroup(name, cpus, gpus, count, head) for (name, cpus, gpus, head), count in sizes.items()]
+    return sorted(groups, key=lambda g: (not g.head, g.name, g.cpus, g.gpus))
+
+
+def autoscaler_node_types() -> list[NodeGroup]:
+    """The node types an autoscaler may launch, each with its maximum node count: from the cluster config
+    that the autoscaler reports to Ray (KubeRay, autoscaler v2), else from the cluster launcher's config on
+    the head node; none on a cluster without an autoscaler."""
+    from ray._private.state import state
+
+    config = state.get_cluster_config()
+    if config is not None and config.node_group_configs:
+        return [NodeGroup(g.name, float(g.resources.get("CPU", 0)), float(g.resources.get("GPU", 0)),
+                          UNBOUNDED if g.max_count < 0 else g.max_count, autoscaled=True)
+                for g in config.node_group_configs if g.max_count != 0]
+    path = LAUNCHER_CONFIG.expanduser()
+    if path.is_file():
+        import yaml
+
+        return launcher_node_types(yaml.safe_load(path.read_text()))
+    return []
 
 
 def resolve_storage(path: str) -> str:
     """Local paths become absolute (workers run in other directories); URIs such as s3:// stay as given."""
     return path if "://" in path else str(Path(path).expanduser().resolve())
-
-
-def trials_that_fit(workers: int, cpus: float, gpus: float, resources: Mapping[str, float] | None = None) -> int:
-    """How many trials (their own CPU share plus their workers) the cluster holds at once, at least 1.
-
-    Starting more on a fixed-size cluster deadlocks: each trial holds its share while its
-    workers wait for CPUs that the other trials hold. ``resources`` defaults to ``ray.cluster_resources()``.
-    """
-    resources = _resources(resources)
-    fit = int(resources.get("CPU", 1.0) // (TRIAL_CPUS + workers * cpus))
-    if gpus > 0:
-        fit = min(fit, int(resources.get("GPU", 0.0) // (workers * gpus)))
-    return max(1, fit)
-
-
-def _resources(given: Mapping[str, float] | None) -> Mapping[str, float]:
-    """``given``, else the connected cluster's total resources."""
-    if given is not None:
-        return given
-    import ray
-
-    return ray.cluster_resources()

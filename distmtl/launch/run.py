@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from distmtl.config.schema import Config
-from distmtl.launch.cluster import cpus_per_worker, ensure_ray
+from distmtl.launch.capacity import Request
+from distmtl.launch.cluster import ensure_ray
 from distmtl.launch.cross_validation import fold_configs, summarize
 from distmtl.launch.ray_train import MlflowEpochLogger, Resources, build_trainer
 from distmtl.tracking import MlflowRun
@@ -34,9 +35,9 @@ def train_on_ray(
     With ``cv_folds`` = K, run the K folds of grouped cross-validation one after the other, each a
     Train run and a child MLflow run of one parent run, and return the mean ± std summary.
     """
-    ensure_ray(address)
-    most = workers[1] if isinstance(workers, tuple) else workers
-    resources = Resources(workers, gpus_per_worker, cpus_per_worker(cpus, most))
+    fewest = workers[0] if isinstance(workers, tuple) else workers  # an elastic run must fit at its minimum
+    layout = ensure_ray(Request(fewest, gpus_per_worker, cpus), address)
+    resources = Resources(workers, gpus_per_worker, layout.cpus_per_worker)
     tags = {"distmtl.command": "train", "distmtl.workers": "-".join(map(str, workers)) if isinstance(workers, tuple)
             else str(workers)}
     if not cv_folds:

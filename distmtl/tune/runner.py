@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from distmtl.launch.cluster import TRIAL_CPUS, cpus_per_worker, ensure_ray, resolve_storage, trials_that_fit
+from distmtl.launch.capacity import TRIAL_CPUS, Request, concurrency
+from distmtl.launch.cluster import ensure_ray, resolve_storage
 from distmtl.launch.cross_validation import fold_configs, summarize
 from distmtl.launch.ray_train import Resources, build_trainer
 from distmtl.tune.space import Space
@@ -27,6 +28,7 @@ class SweepOptions:
     num_samples: int | None = None
     workers_per_trial: int | None = None
     gpus_per_worker: float | None = None
+    cpus_per_worker: float | None = None
     max_concurrent: int | None = None
     experiment: str | None = None
     storage: str = "ray_results"
@@ -76,16 +78,17 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     experiment = options.experiment or space.path.stem
     storage_path = resolve_storage(options.storage)
     tracking_uri = options.mlflow_uri or default_tracking_uri()
-    fixed_size = ensure_ray(options.address)
     workers = options.workers_per_trial or f.resources.workers_per_trial
     gpus = f.resources.gpus_per_worker if options.gpus_per_worker is None else options.gpus_per_worker
-    resources = Resources(workers, gpus, cpus_per_worker(f.resources.cpus_per_worker, workers, reserve=TRIAL_CPUS))
-    max_concurrent = options.max_concurrent or f.max_concurrent
-    if max_concurrent is None and fixed_size:
-        max_concurrent = trials_that_fit(workers, resources.cpus_per_worker, gpus)
-    log.info("sweep '%s': %d trial(s) of %d worker(s) × %.2g CPU, %.2g GPU, %s at once; MLflow at %s", experiment,
-             options.num_samples or f.num_samples, workers, resources.cpus_per_worker, gpus,
-             max_concurrent or "as many as fit", tracking_uri)
+    num_samples = options.num_samples or f.num_samples
+    layout = ensure_ray(Request(workers, gpus, options.cpus_per_worker or f.resources.cpus_per_worker, TRIAL_CPUS,
+                                workers_flag="--workers-per-trial"), options.address)
+    resources = Resources(workers, gpus, layout.cpus_per_worker)
+    max_concurrent, limit = concurrency(layout.max_concurrent, options.max_concurrent or f.max_concurrent, num_samples,
+                                        tpe=f.searcher.sampler == "tpe")
+    log.info("sweep '%s': %d trial(s) of %d worker(s) × %.2g CPU, %.2g GPU, %d at once (%s)%s; MLflow at %s",
+             experiment, num_samples, workers, resources.cpus_per_worker, gpus, max_concurrent, limit,
+             ", trial drivers on the head node" if layout.driver_on_head else "", tracking_uri)
 
     sampler = (optuna.samplers.TPESampler(seed=f.searcher.seed) if f.searcher.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=f.searcher.seed))
@@ -97,14 +100,14 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
                  if space.scheduler_name == "asha" else FIFOScheduler())
     trainable = tune.with_resources(
         functools.partial(trial, space=space, resources=resources, storage_path=storage_path, experiment=experiment),
-        {"cpu": TRIAL_CPUS},
+        layout.driver_resources(TRIAL_CPUS),
     )
     tuner = tune.Tuner(
         trainable,
         param_space=space.tune_space(),
         tune_config=tune.TuneConfig(
             metric=space.tune_metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=options.num_samples or f.num_samples,
+            num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
         ),

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from distmtl.config import Config, apply_overrides, config_from_dict, load_yaml
 from distmtl.config.loading import describe_error
-from distmtl.engine.assembly import build_parts
+from distmtl.data.verify import check_source_files
+from distmtl.engine.assembly import build_parts, check_config
 from distmtl.errors import ConfigError
 from distmtl.tasks import selectable_metrics
 
@@ -71,11 +72,14 @@ class Parameter(_Strict):
             return tune.randint(int(self.low), int(self.high) + 1)
         return getattr(tune, self.type)(self.low, self.high)
 
-    def representative(self) -> Any:
-        """A value from the parameter's range, used to check that the base config accepts it."""
+    def endpoints(self) -> list[tuple[str, Any]]:
+        """The values that bound the parameter's range (every value of a choice), named for error messages:
+        if each is valid for its key, every sample is."""
         if self.type == "choice":
-            return self.values[0]
-        return int(self.low) if self.type == "randint" else self.low
+            return [(f"values[{i}]", v) for i, v in enumerate(self.values)]
+        if self.type == "randint":
+            return [("low", int(self.low)), ("high", int(self.high))]
+        return [("low", self.low), ("high", self.high)]
 
     def describe(self) -> str:
         if self.type == "choice":
@@ -131,11 +135,14 @@ class Space:
         self.base = apply_overrides(load_yaml(self.base_path), overrides or {})
         self.base_config = config_from_dict(self.base, source=str(self.base_path))
         parts = build_parts(self.base_config, in_channels=3)  # also checks every name in the base config
+        check_source_files(self.base_config.data)
         for key, parameter in self.file.parameters.items():
-            config_from_dict(
-                apply_overrides(self.base, {key: parameter.representative()}),
-                source=f"{self.path}: parameters.{key}",
-            )
+            for bound, value in parameter.endpoints():
+                where = f"{self.path}: parameters.{key}.{bound}"
+                try:
+                    check_config(config_from_dict(apply_overrides(self.base, {key: value}), source=where))
+                except ConfigError as exc:
+                    raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
         metrics = selectable_metrics(parts.tasks)
         if self.file.metric not in metrics:
             raise ConfigError(
