@@ -131,7 +131,7 @@ def _positive(value: float | None, flag: str, allow_zero: bool = False) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from distmtl.config import load_config
-    from distmtl.data.verify import check_source_files
+    from distmtl.data.sources import check_source_files
     from distmtl.engine.assembly import check_config
     from distmtl.launch.preflight import check_resume
     from distmtl.tracking import default_tracking_uri

@@ -58,7 +58,7 @@ def check_files(cfg: DataConfig) -> None:
         _unpickle(directory / name, keys)
 
 
-@register_source("cifar100", cifar100_specs)
+@register_source("cifar100", cifar100_specs, verify=check_files)
 def cifar100_source(cfg: DataConfig) -> SampleSet:
     directory = _directory(cfg)
     train, test = (_unpickle(directory / n, BATCH_KEYS) for n in ("train", "test"))

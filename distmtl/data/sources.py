@@ -24,20 +24,24 @@ SpecsFn = Callable[[DataConfig], dict[str, TargetSpec]]
 
 
 class Source(NamedTuple):
-    """A data source: ``build`` loads the samples, ``targets`` lists them without loading the data."""
+    """A data source: ``build`` loads the samples, ``targets`` lists them without loading the data, and
+    ``verify`` (optional) reads its files in about a second, so a damaged one fails before anything starts."""
 
     build: SourceFn
     targets: SpecsFn
+    verify: Callable[[DataConfig], None] | None = None
 
 
 SOURCES: Registry[Source] = Registry("source", "data.source")
 
 
-def register_source(name: str, specs: SpecsFn) -> Callable[[SourceFn], SourceFn]:
-    """Register a source builder under ``name``; ``specs(cfg)`` lists its targets without loading the data."""
+def register_source(name: str, specs: SpecsFn,
+                    verify: Callable[[DataConfig], None] | None = None) -> Callable[[SourceFn], SourceFn]:
+    """Register a source builder under ``name``; ``specs(cfg)`` lists its targets without loading the data;
+    ``verify(cfg)`` checks its files quickly (see :class:`Source`)."""
 
     def decorator(fn: SourceFn) -> SourceFn:
-        SOURCES.register(name)(Source(fn, specs))
+        SOURCES.register(name)(Source(fn, specs, verify))
         return fn
 
     return decorator
@@ -60,6 +64,17 @@ def check_targets(cfg: DataConfig, tasks: list[str]) -> dict[str, TargetSpec]:
     if missing:
         raise ConfigError(f"tasks: source '{cfg.source}' has no target {missing} (it offers: {', '.join(available)})")
     return {t: available[t] for t in tasks}
+
+
+def check_source_files(cfg: DataConfig) -> None:
+    """Raise :class:`DistmtlError` if a file the configured source (or any part of a ``combined`` source) reads
+    is missing or damaged, where the source can tell in about a second; the others' files are read by the
+    workers (``hdf5`` and ``omniglot`` already read theirs when listing their targets)."""
+    parts = [cfg.model_copy(update={"source": p.source, "root": p.root, "parts": []}) for p in cfg.parts] or [cfg]
+    for part in parts:
+        verify = SOURCES.get(part.source).verify
+        if verify:
+            verify(part)
 
 
 def build_source(cfg: DataConfig) -> Samples:

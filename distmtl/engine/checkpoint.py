@@ -79,8 +79,8 @@ class TrainingState:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises pickle, zip and runtime errors alike for damaged files
-            raise DistmtlError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else 'damaged file'})") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DistmtlError(f"cannot read {path} ({reason}): the file is damaged") from None
         version = payload.get("format_version") if isinstance(payload, dict) else None
         if version != FORMAT_VERSION:
             raise DistmtlError(f"checkpoint {path} has format version {version}, this distmtl reads {FORMAT_VERSION}")

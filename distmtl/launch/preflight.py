@@ -17,8 +17,4 @@ def check_resume(directory: str | Path) -> None:
     try:
         load_checkpoint(directory)
     except DistmtlError as exc:
-        raise DistmtlError(f"--resume: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - whatever torch.load raises on a damaged file
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DistmtlError(f"--resume: cannot read {path} ({reason}): the file is damaged; resume from another "
-                           "checkpoint_* directory") from None
+        raise DistmtlError(f"--resume: {exc}; resume from another checkpoint_* directory") from None

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from distmtl.config import Config, apply_overrides, config_from_dict, load_yaml
 from distmtl.config.loading import describe_error
-from distmtl.data.verify import check_source_files
+from distmtl.data.sources import check_source_files
 from distmtl.engine.assembly import build_parts, check_config
 from distmtl.errors import ConfigError
 from distmtl.tasks import selectable_metrics
