@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-from distmtl.errors import DistmtlError
+from distmtl.errors import DistmtlError, RunFailed
 from distmtl.logs import configure_logging
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def _add_ray_options(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--workers-per-trial", type=int, default=None, metavar="N", help="DDP workers per trial")
     tune.add_argument("--max-concurrent", type=int, default=None, metavar="N", help="trials running at once")
     tune.add_argument("--dry-run", action="store_true", help="validate and print the resolved space; start nothing")
+    tune.add_argument("--resume", action="store_true",
+                      help="continue the interrupted sweep at STORAGE/EXPERIMENT (give the same command again plus "
+                           "--resume): finished trials stay, unfinished and errored ones continue from their last "
+                           "checkpoint in their own MLflow run, the searcher keeps its state")
     _add_ray_options(tune)
 
     baseline = sub.add_parser("baseline", help="transfer-learning baseline: frozen classifier + ridge map")
@@ -87,18 +94,39 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--num-samples", type=int, default=None, metavar="N", help="generator size / subset size")
     convert.add_argument("--seed", type=int, default=None)
     convert.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    mlflow = sub.add_parser("mlflow", help="MLflow tools")
+    mlflow_sub = mlflow.add_subparsers(dest="mlflow_command", required=True)
+    replay = mlflow_sub.add_parser("replay", help="write the records kept while MLflow was unreachable")
+    replay.add_argument("journal", metavar="FILE", help="a journal named in the warning (mlflow-journal/*.jsonl)")
+    replay.add_argument("--mlflow-uri", default=None, metavar="URI",
+                        help="where to write them (default: the tracking URI they were meant for)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     configure_logging(logging.WARNING if args.quiet else logging.INFO)
     try:
         return _COMMANDS[args.command](args)
     except DistmtlError as exc:
         print(f"distmtl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailed as exc:
+        print(f"distmtl: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\ndistmtl: interrupted" + (f"; continue the sweep with:\n  {_resume_command(argv)}"
+                                          if args.command == "tune" else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _resume_command(argv: list[str]) -> str:
+    """The command line that continues this sweep."""
+    return shlex.join(["distmtl", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 def _worker_count(text: str) -> int | tuple[int, int]:
@@ -195,16 +223,27 @@ def _tune(args: argparse.Namespace) -> int:
     result = run_sweep(space, SweepOptions(
         num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, experiment=args.experiment,
-        storage=args.storage, mlflow_uri=args.mlflow_uri, address=args.address,
+        storage=args.storage, mlflow_uri=args.mlflow_uri, address=args.address, resume=args.resume,
     ))
     elapsed = time.perf_counter() - started
     print(f"\nsweep '{result.experiment}': {result.num_trials} trial(s) in {elapsed:.1f} s; results in "
           f"{result.storage_path}/{result.experiment}")
-    print(f"best trial {result.best_trial_id} ({space.tune_metric}, {space.mode}):")
-    for key, value in result.best_config.items():
-        print(f"  {key} = {value}")
-    print(_format_metrics("its last report (val/: last epoch; best/: best epoch; test/: at the best epoch)",
-                          result.best_metrics))
+    if result.failed:
+        print(f"{len(result.failed)} trial(s) failed:")
+        for trial_id, reason in result.failed.items():
+            print(f"  {trial_id}: {reason}")
+    if result.best_trial_id is not None:
+        print(f"best trial {result.best_trial_id} ({space.tune_metric}, {space.mode}):")
+        for key, value in result.best_config.items():
+            print(f"  {key} = {value}")
+        print(_format_metrics("its last report (val/: last epoch; best/: best epoch; test/: at the best epoch)",
+                              result.best_metrics))
+    if result.interrupted:
+        print(f"sweep interrupted before its end; continue it with:\n  {_resume_command(args.argv)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.best_trial_id is None:
+        print("distmtl: error: no trial finished", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -252,6 +291,22 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mlflow(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from distmtl.tracking.fallback import journal_uri, replay
+
+    journal = Path(args.journal)
+    if not journal.is_file():
+        raise DistmtlError(f"{journal}: no such journal (the warning that MLflow was unreachable names it)")
+    uri = args.mlflow_uri or journal_uri(journal)
+    done, left = replay(journal, MlflowClient(uri))
+    if left:
+        raise RunFailed(f"MLflow at {uri} failed after {done} record(s); {left} left in {journal} (run this again)")
+    print(f"wrote {done} record(s) from {journal} to MLflow at {uri}")
+    return 0
+
+
 def _format_metrics(title: str, metrics: dict) -> str:
     keys = sorted(k for k in metrics if k.startswith(("best/", "val/", "test/", "cv/")) or k in ("best_epoch", "epoch"))
     lines = [f"{title}:"]
@@ -259,4 +314,4 @@ def _format_metrics(title: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-_COMMANDS = {"train": _train, "tune": _tune, "baseline": _baseline, "data": _data}
+_COMMANDS = {"train": _train, "tune": _tune, "baseline": _baseline, "data": _data, "mlflow": _mlflow}

@@ -7,3 +7,7 @@ class DistmtlError(Exception):
 
 class ConfigError(DistmtlError):
     """A configuration or search-space file is malformed, names an unknown key, or holds a bad value."""
+
+
+class RunFailed(Exception):
+    """A run's training failed (e.g. its loss diverged); the message is the one-line reason (exit status 1)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,26 @@ def small_config(**overrides: Any) -> Config:
     return config_from_dict(apply_overrides(base, overrides))
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray cluster (2 logical CPUs), started once for all integration tests."""
+    """A real local Ray cluster (2 logical CPUs), started once for all integration tests.
+
+    Its processes (and drivers that tests start against it) inherit ``RAY_API_SERVER_ADDRESS``, the
+    address of its own dashboard: Ray Train's placement-group cleaner otherwise looks the cluster up
+    as "auto", which fails while another Ray cluster runs on the machine, and the next trial of a
+    sequential sweep then waits forever for the CPUs of the last one's leaked placement group.
+    """
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=True)
-    yield ray
-    ray.shutdown()
+    port = free_port()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
+        ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port)
+        yield ray
+        ray.shutdown()

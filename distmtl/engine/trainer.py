@@ -21,6 +21,7 @@ from distmtl.engine.accumulator import EpochAccumulator
 from distmtl.engine.assembly import build_parts
 from distmtl.engine.checkpoint import ARTIFACTS_DIR, Best, TrainingState, rng_state, set_rng_state
 from distmtl.engine.context import DistContext, resolve_device
+from distmtl.engine.divergence import DivergenceGuard
 from distmtl.engine.faults import InjectedFault
 from distmtl.engine.loaders import build_loaders, make_splits, to_device
 from distmtl.engine.optim import build_optimizer
@@ -72,6 +73,8 @@ class Trainer:
         if state:
             self.load_state_dict(state)
             log.info("resumed from %s at epoch %d", restore, self.start_epoch)
+        self.resumed_report = state.metrics if state else None
+        self.guard = DivergenceGuard(self.ctx)
         self.net = self._wrap()
         self.loaders = build_loaders(config, self.samples, self.splits, self.ctx)
         self.noise = torch.Generator(device=self.ctx.device)
@@ -86,6 +89,8 @@ class Trainer:
                      self.config.model.architecture, *map(len, self.splits), self.model.parameter_counts()["total"],
                      self.ctx.world_size, self.ctx.device)
         metrics: dict[str, float] = {}
+        if self.resumed_report:  # again: a driver that stopped may have missed it; loggers skip epochs they hold
+            self.reporter.report(self.resumed_report, None)
         for epoch in range(self.start_epoch, self.config.optim.epochs):
             metrics = self.run_epoch(epoch)
         return metrics
@@ -108,6 +113,7 @@ class Trainer:
                    "train/images_per_s": len(self.splits[0]) / train_seconds}
         metrics.update(_flatten("train", train_losses, train_metrics, weights))
         metrics.update(_flatten("val", val_losses, val_metrics, self.weighting.static))
+        self.guard.check_value("validation", metrics["val/loss"])
         metrics.update({f"weight/{t}": w for t, w in weights.items()})
         metrics.update({f"params/{k}": v for k, v in self.model.parameter_counts().items()})
         metrics.update(self.model.extra_metrics())
@@ -130,6 +136,7 @@ class Trainer:
         self.loaders.sampler.set_epoch(epoch)
         self.noise.manual_seed(self.config.train.seed * 1_000_003 + epoch * 7919 + self.ctx.rank)
         self.model.train()
+        self.guard.start_epoch(epoch)
         accumulator = EpochAccumulator(self.tasks, self.ctx.device)
         for index, batch in enumerate(self.loaders.train):
             if self.fault:
@@ -143,12 +150,14 @@ class Trainer:
             if self.controller:
                 self.controller.observe(losses)
             loss = self.weighting.combine(losses, weights)
+            self.guard.observe(loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self._average_weighting_gradients()
             self.optimizer.step()
             self.global_step += 1
             accumulator.add(outputs, targets, masks, terms)
+        self.guard.check()
         return accumulator.reduce(self.ctx)
 
     @torch.no_grad()

@@ -16,9 +16,14 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from distmtl.config.schema import Config
 from distmtl.engine import DistContext, train
+from distmtl.engine.divergence import TrainingDiverged
 from distmtl.engine.faults import InjectedFault, fault_from_environment
 from distmtl.logs import configure_logging
 from distmtl.tracking import MlflowRun
+from distmtl.tracking.fallback import FallbackWriter
+
+#: Key of what a Train run returns when it stopped because training failed (its value: the reason).
+FAILURE_KEY = "failure"
 
 
 @dataclass(frozen=True)
@@ -55,30 +60,37 @@ class RayReporter:
 
 
 class MlflowEpochLogger(UserCallback):
-    """Logs rank 0's per-epoch metrics into an MLflow run that the driver created (runs on the Train controller)."""
+    """Logs rank 0's per-epoch metrics into an MLflow run that the driver created (runs on the Train controller);
+    records that MLflow does not take wait in ``journal`` (see :mod:`distmtl.tracking.fallback`)."""
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, journal: str) -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
+        self.journal = journal
         self._run: MlflowRun | None = None
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
         if self._run is None:
-            self._run = MlflowRun.attach(self.tracking_uri, self.run_id)
-        self._run.log_metrics(metrics[0], step=int(metrics[0]["epoch"]))
-        if checkpoint is not None:
+            self._run = MlflowRun.attach(self.tracking_uri, self.run_id, FallbackWriter(self.tracking_uri, self.journal))
+        if self._run.log_epoch(metrics[0]) and checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 self._run.log_checkpoint_artifacts(directory)
 
 
-def worker_loop(payload: dict[str, Any]) -> None:
-    """Entry point of every Train worker: rebuild the config and run the engine under DDP."""
+def worker_loop(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Entry point of every Train worker: rebuild the config and run the engine under DDP. A run whose loss
+    diverged returns ``{FAILURE_KEY: reason, "epoch": E}`` (``Result.return_value``) instead of raising, which
+    Ray Train would retry from the last checkpoint only to diverge again."""
     configure_logging(logging.INFO)
     _quiet_report_log()
     config = Config.model_validate(payload["config"])
     device = torch.device("cpu") if config.train.device == "cpu" else ray.train.torch.get_device()
     fault = InjectedFault.parse(payload["fault"]) if payload.get("fault") else None
-    train(config, RayReporter(payload.get("resume_from")), DistContext.current(device), fault)
+    try:
+        train(config, RayReporter(payload.get("resume_from")), DistContext.current(device), fault)
+    except TrainingDiverged as exc:  # every rank stops at the same step
+        return {FAILURE_KEY: exc.reason, "epoch": exc.epoch}
+    return None
 
 
 def _quiet_report_log() -> None:

@@ -10,8 +10,10 @@ from distmtl.config.schema import Config
 from distmtl.launch.capacity import Request
 from distmtl.launch.cluster import ensure_ray
 from distmtl.launch.cross_validation import fold_configs, summarize
-from distmtl.launch.ray_train import MlflowEpochLogger, Resources, build_trainer
-from distmtl.tracking import MlflowRun
+from distmtl.errors import RunFailed
+from distmtl.launch.ray_train import FAILURE_KEY, MlflowEpochLogger, Resources, build_trainer
+from distmtl.tracking import FAILURE_TAG, MlflowRun, default_journal
+from distmtl.tracking.fallback import FallbackWriter
 
 log = logging.getLogger("distmtl")
 
@@ -62,17 +64,27 @@ def _tracked_run(
     config: Config, resources: Resources, storage_path: str, name: str, tracking_uri: str, experiment: str,
     tags: dict[str, str], resume_from: str | None = None, parent_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """One Train run logged live (per epoch) into its own MLflow run."""
-    run = MlflowRun(tracking_uri, experiment, name, config.model_dump(), tags=tags, parent_run_id=parent_run_id)
+    """One Train run logged live (per epoch) into its own MLflow run; a run whose training failed (diverged)
+    ends FAILED with the reason as the tag ``distmtl.failure_reason`` and raises :class:`RunFailed`."""
+    journal = default_journal(name)
+    run = MlflowRun(tracking_uri, experiment, name, config.model_dump(), tags=tags, parent_run_id=parent_run_id,
+                    writer=FallbackWriter(tracking_uri, journal))
     trainer = build_trainer(config, resources, storage_path, name,
-                            callbacks=[MlflowEpochLogger(tracking_uri, run.run_id)], resume_from=resume_from)
+                            callbacks=[MlflowEpochLogger(tracking_uri, run.run_id, str(journal))], resume_from=resume_from)
     started = time.perf_counter()
     try:
         result = trainer.fit()
     except BaseException:
+        run.writer.close()
         run.finish("FAILED")
         raise
+    run.writer.close()  # the Train controller's records that waited for MLflow come first
+    failure = (result.return_value or {}).get(FAILURE_KEY)
+    if failure:
+        run.set_tags({FAILURE_TAG: failure})
+        run.finish("FAILED")
+        raise RunFailed(f"{failure} (run '{name}', MLflow run {run.real_run_id} marked FAILED)")
     run.finish("FINISHED")
     log.info("run '%s' finished in %.1f s; checkpoints in %s; MLflow run %s", name, time.perf_counter() - started,
-             result.path, run.run_id)
+             result.path, run.real_run_id)
     return dict(result.metrics or {})

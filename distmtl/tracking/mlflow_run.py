@@ -12,16 +12,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
+from distmtl.tracking.fallback import FallbackWriter
 
 _RUN_METRIC_NAMES = {"epoch", "best_epoch", "epoch_time_s"}
 _BATCH = 100
+#: Tag that holds why a run ended FAILED (e.g. "diverged at epoch 3, step 41: loss nan").
+FAILURE_TAG = "distmtl.failure_reason"
 
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` if set, else a SQLite store ``mlflow.db`` in the working directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def default_journal(name: str) -> Path:
+    """Where MLflow records wait while the store is away, unless the caller names a place."""
+    return Path.cwd() / "mlflow-journal" / f"{name}.jsonl"
 
 
 def is_run_metric(key: str, value: Any) -> bool:
@@ -48,7 +54,8 @@ def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 class MlflowRun:
     """Create a run (optionally nested under ``parent_run_id``) with params, tags and the resolved config as
-    ``config.yaml``; then log metrics; then end it."""
+    ``config.yaml``; then log metrics; then end it. Writes go through a :class:`FallbackWriter`, so a
+    tracking server that goes away costs no record (see :mod:`distmtl.tracking.fallback`)."""
 
     def __init__(
         self,
@@ -59,40 +66,67 @@ class MlflowRun:
         tags: dict[str, str] | None = None,
         run_id: str | None = None,
         parent_run_id: str | None = None,
+        writer: FallbackWriter | None = None,
     ) -> None:
-        self.client = MlflowClient(tracking_uri)
+        self.writer = writer or FallbackWriter(tracking_uri, default_journal(experiment or "runs"))
+        self.client = self.writer.client
+        self.last_epoch = -1
         if run_id:
             self.run_id = run_id
             return
-        found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
         tags = dict(tags or {})
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id  # shows the run nested under its parent in the UI
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
-        self.run_id = run.info.run_id
-        params = [Param(k, v[:6000]) for k, v in flatten_params(config).items()]
-        for i in range(0, len(params), _BATCH):
-            self.client.log_batch(self.run_id, params=params[i : i + _BATCH])
-        self.client.log_dict(self.run_id, config, "config.yaml")
+        self.run_id = self.writer.create_run(experiment, run_name, tags)
+        params = {k: v[:6000] for k, v in flatten_params(config).items()}
+        names = list(params)
+        for i in range(0, len(names), _BATCH):
+            self.writer.write({"op": "log_batch", "run": self.run_id, "params": {k: params[k] for k in names[i : i + _BATCH]}})
+        self.writer.write({"op": "log_dict", "run": self.run_id, "dict": config, "file": "config.yaml"})
 
     @classmethod
-    def attach(cls, tracking_uri: str, run_id: str) -> MlflowRun:
+    def attach(cls, tracking_uri: str, run_id: str, writer: FallbackWriter | None = None) -> MlflowRun:
         """Log into an existing run (e.g. from another process than the one that created it)."""
-        return cls(tracking_uri, "", "", {}, run_id=run_id)
+        return cls(tracking_uri, "", "", {}, run_id=run_id, writer=writer)
+
+    @classmethod
+    def reopen(cls, writer: FallbackWriter, run_id: str) -> MlflowRun:
+        """Continue an existing run (a resumed trial): mark it RUNNING again; epochs it holds are not logged again."""
+        run = cls.attach(writer.tracking_uri, run_id, writer)
+        run.last_epoch = int(writer.client.get_run(run_id).data.metrics.get("epoch", -1))
+        writer.write({"op": "status", "run": run_id, "status": "RUNNING"})
+        return run
+
+    @property
+    def real_run_id(self) -> str:
+        """The run's MLflow id (a run created while the store was away has a placeholder until replayed)."""
+        return self.writer.resolve(self.run_id)
 
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
         """Log every distmtl metric in ``metrics`` at ``step`` (the epoch)."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if is_run_metric(k, v)]
+        batch = [[k, float(v), now, step] for k, v in metrics.items() if is_run_metric(k, v)]
         for i in range(0, len(batch), _BATCH):
-            self.client.log_batch(self.run_id, metrics=batch[i : i + _BATCH])
+            self.writer.write({"op": "log_batch", "run": self.run_id, "metrics": batch[i : i + _BATCH]})
+
+    def log_epoch(self, metrics: dict[str, Any]) -> bool:
+        """Log one epoch's report at its epoch unless this run already holds that epoch (a resumed run
+        reports the epoch it resumed from again). Returns whether it was logged."""
+        epoch = int(metrics["epoch"])
+        if epoch <= self.last_epoch:
+            return False
+        self.log_metrics(metrics, step=epoch)
+        self.last_epoch = epoch
+        return True
 
     def log_checkpoint_artifacts(self, checkpoint_dir: str | Path) -> None:
         """Log the files a checkpoint carries in ``artifacts/`` (plots, JSON) under ``artifacts/``."""
         for path in sorted(Path(checkpoint_dir, "artifacts").glob("*")):
-            self.client.log_artifact(self.run_id, str(path), "artifacts")
+            self.writer.write({"op": "log_artifact", "run": self.run_id, "path": str(path), "artifact_path": "artifacts"})
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.writer.write({"op": "log_batch", "run": self.run_id, "tags": {k: str(v) for k, v in tags.items()}})
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the run as FINISHED, FAILED or KILLED."""
-        self.client.set_terminated(self.run_id, status=status)
+        self.writer.write({"op": "status", "run": self.run_id, "status": status, "time": int(time.time() * 1000)})

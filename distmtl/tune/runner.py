@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from distmtl.errors import DistmtlError
 from distmtl.launch.capacity import TRIAL_CPUS, Request, concurrency
 from distmtl.launch.cluster import ensure_ray, resolve_storage
 from distmtl.launch.cross_validation import fold_configs, summarize
-from distmtl.launch.ray_train import Resources, build_trainer
+from distmtl.launch.ray_train import FAILURE_KEY, Resources, build_trainer
+from distmtl.tune.reporting import EPOCHS_DONE, TrialReport, for_tune
 from distmtl.tune.space import Space
 
 log = logging.getLogger("distmtl")
@@ -34,34 +37,51 @@ class SweepOptions:
     storage: str = "ray_results"
     mlflow_uri: str | None = None
     address: str | None = None
+    resume: bool = False
 
 
 @dataclass
 class SweepResult:
-    """The best trial (by its best epoch on the space's metric) and how many trials ran."""
+    """The best trial (by its best epoch on the space's metric, among trials that did not fail), how many
+    trials ran, which failed and why, and whether the sweep was interrupted before its end."""
 
-    best_trial_id: str
+    best_trial_id: str | None
     best_config: dict[str, Any]
     best_metrics: dict[str, Any]
     num_trials: int
     storage_path: str
     experiment: str
+    failed: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
 
 
 def trial(sampled: dict[str, Any], *, space: Space, resources: Resources, storage_path: str, experiment: str) -> None:
     """The Tune function trainable: one Train run for one sampled configuration (one per fold under CV)."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     config = space.trial_config(sampled)
     trial_id = tune.get_context().get_trial_id()
     storage = f"{storage_path}/{experiment}-train"
     if not space.file.cv:
-        build_trainer(config, resources, storage, name=trial_id, callbacks=[TuneReportCallback()]).fit()
+        callback = TrialReport(space.tune_metric, space.mode)
+        _report_failure(build_trainer(config, resources, storage, name=trial_id, callbacks=[callback]).fit(), space)
         return
-    folds = [build_trainer(fold, resources, storage, name=f"{trial_id}-fold{i}").fit().metrics
-             for i, fold in enumerate(fold_configs(config, space.file.cv))]
-    tune.report({**summarize(folds), "epoch": config.optim.epochs - 1})
+    folds = []
+    for i, fold in enumerate(fold_configs(config, space.file.cv)):
+        result = build_trainer(fold, resources, storage, name=f"{trial_id}-fold{i}").fit()
+        if _report_failure(result, space, f"fold {i}: "):
+            return
+        folds.append(result.metrics)
+    tune.report(for_tune({**summarize(folds), "epoch": config.optim.epochs - 1}, space.tune_metric, space.mode))
+
+
+def _report_failure(result: Any, space: Space, prefix: str = "") -> bool:
+    """Tell Tune (worst-case score) that a Train run's training failed; returns whether it did."""
+    from ray import tune
+
+    failure = result.return_value or {}
+    if FAILURE_KEY in failure:
+        tune.report(for_tune({**failure, FAILURE_KEY: prefix + failure[FAILURE_KEY]}, space.tune_metric, space.mode))
+    return FAILURE_KEY in failure
 
 
 def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
@@ -77,10 +97,12 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     f = space.file
     experiment = options.experiment or space.path.stem
     storage_path = resolve_storage(options.storage)
+    sweep_path = f"{storage_path}/{experiment}"
+    num_samples = options.num_samples or f.num_samples
+    check_sweep_resume(sweep_path, options.resume, num_samples)
     tracking_uri = options.mlflow_uri or default_tracking_uri()
     workers = options.workers_per_trial or f.resources.workers_per_trial
     gpus = f.resources.gpus_per_worker if options.gpus_per_worker is None else options.gpus_per_worker
-    num_samples = options.num_samples or f.num_samples
     layout = ensure_ray(Request(workers, gpus, options.cpus_per_worker or f.resources.cpus_per_worker, TRIAL_CPUS,
                                 workers_flag="--workers-per-trial"), options.address)
     resources = Resources(workers, gpus, layout.cpus_per_worker)
@@ -94,7 +116,7 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
                else optuna.samplers.RandomSampler(seed=f.searcher.seed))
     storage = optuna.storages.RDBStorage(f.searcher.storage) if f.searcher.storage else None
     searcher = OptunaSearch(sampler=sampler, storage=storage, study_name=experiment if storage else None)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=space.base_config.optim.epochs,
+    scheduler = (ASHAScheduler(time_attr=EPOCHS_DONE, max_t=space.base_config.optim.epochs,
                                grace_period=min(f.scheduler.grace_period, space.base_config.optim.epochs),
                                reduction_factor=f.scheduler.reduction_factor)
                  if space.scheduler_name == "asha" else FIFOScheduler())
@@ -102,27 +124,78 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
         functools.partial(trial, space=space, resources=resources, storage_path=storage_path, experiment=experiment),
         layout.driver_resources(TRIAL_CPUS),
     )
-    tuner = tune.Tuner(
-        trainable,
-        param_space=space.tune_space(),
-        tune_config=tune.TuneConfig(
-            metric=space.tune_metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=num_samples,
-            max_concurrent_trials=max_concurrent,
-            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
-        ),
-        run_config=tune.RunConfig(name=experiment, storage_path=storage_path,
-                                  callbacks=[MlflowTrialLogger(tracking_uri, experiment, space)]),
-    )
+    if options.resume:  # the sweep's own settings (searcher state, scheduler, MLflow logger) come back with it
+        log.info("resuming sweep %s: finished trials stay, the others continue from their checkpoints", sweep_path)
+        tuner = tune.Tuner.restore(sweep_path, trainable, resume_errored=True, param_space=space.tune_space())
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.tune_space(),
+            tune_config=tune.TuneConfig(
+                metric=space.tune_metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
+                num_samples=num_samples,
+                max_concurrent_trials=max_concurrent,
+                trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            ),
+            run_config=tune.RunConfig(name=experiment, storage_path=storage_path,
+                                      callbacks=[MlflowTrialLogger(tracking_uri, experiment, space, sweep_path)]),
+        )
     results = tuner.fit()
-    best = results.get_best_result(metric=space.tune_metric, mode=space.mode, scope="all")
-    sampled = {k: v for k, v in best.config.items() if k in f.parameters}
+    failed = {_trial_id(r): _failure(r) for r in results if _failure(r)}
+    done = [r for r in results if not _failure(r) and r.metrics_dataframe is not None
+            and space.tune_metric in r.metrics_dataframe]
+    ended, total = saved_progress(sweep_path, num_samples)
+    interrupted = ended < total
+    summary = dict(num_trials=len(results), storage_path=storage_path, experiment=experiment, failed=failed,
+                   interrupted=interrupted)
+    if not done:
+        return SweepResult(best_trial_id=None, best_config={}, best_metrics={}, **summary)
+    sign = 1 if space.mode == "min" else -1
+    best = min(done, key=lambda r: sign * getattr(r.metrics_dataframe[space.tune_metric], space.mode)())
     return SweepResult(
-        best_trial_id=best.metrics.get("trial_id", "?"),
-        best_config=sampled,
+        best_trial_id=_trial_id(best),
+        best_config={k: v for k, v in best.config.items() if k in f.parameters},
         best_metrics={k: v for k, v in best.metrics.items() if "/" in k or k in ("epoch", "best_epoch")},
-        num_trials=len(results),
-        storage_path=storage_path,
-        experiment=experiment,
+        **summary,
     )
+
+
+def check_sweep_resume(sweep_path: str, resume: bool, num_samples: int) -> None:
+    """Refuse ``--resume`` without a sweep to resume, and a new sweep over an unfinished one (which would
+    make it impossible to resume) — before Ray starts."""
+    from ray import tune
+
+    if resume:
+        if not tune.Tuner.can_restore(sweep_path):
+            raise DistmtlError(f"--resume: no sweep to resume at {sweep_path} (check --storage and --experiment)")
+        return
+    if not tune.Tuner.can_restore(sweep_path):
+        return
+    ended, total = saved_progress(sweep_path, num_samples)
+    if ended < total:
+        raise DistmtlError(f"{sweep_path} holds an unfinished sweep ({ended} of {total} trials ended): add --resume "
+                           "to continue it, or start a new one under another --experiment (or delete that folder)")
+
+
+def saved_progress(sweep_path: str, num_samples: int) -> tuple[int, int]:
+    """(trials ended, trials the sweep is to run) by the sweep's saved state: Tune saves it before it stops
+    the trials of an interrupted sweep, which it then reports as terminated."""
+    from ray.tune import ExperimentAnalysis
+    from ray.tune.experiment import Trial
+
+    trials = ExperimentAnalysis(sweep_path).trials
+    return sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials), max(len(trials), num_samples)
+
+
+def _trial_id(result: Any) -> str:
+    return result.metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")
+
+
+def _failure(result: Any) -> str | None:
+    """Why a trial failed: its training's failure report, or the last line of its error."""
+    if result.error is not None:
+        lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
+        return lines[-1][:500] if lines else type(result.error).__name__
+    reason = result.metrics.get(FAILURE_KEY)
+    return reason if isinstance(reason, str) else None
 

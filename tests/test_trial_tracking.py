@@ -1,0 +1,81 @@
+"""The sweep's MLflow logger in-process, through a driver that dies and one that resumes the sweep: a
+trial keeps its one run, epochs are logged once, and no run of the sweep is left RUNNING."""
+
+import pickle
+
+from mlflow.tracking import MlflowClient
+from ray.tune.experiment import Trial
+
+from distmtl.cli import main
+from distmtl.tune.space import Space
+from distmtl.tune.tracking_callback import MlflowTrialLogger
+
+from conftest import REPO
+
+SAMPLED = {"weighting.weights.shape": 0.5, "optim.weight_decay": 1e-4, "model.dropout": 0.1,
+           "data.noise_level": 0.05, "model.bottleneck": 32, "weighting.temperature": 2.0}
+
+
+def trial(trial_id: str, status: str = Trial.RUNNING) -> Trial:
+    made = Trial("trial", config=dict(SAMPLED), trial_id=trial_id, stub=True)
+    made.set_status(status)
+    return made
+
+
+def epoch(e: int) -> dict:
+    return {"epoch": e, "val/loss": 1.0 / (e + 1), "trial_id": "x", "training_iteration": e + 1}
+
+
+def test_a_trial_resumed_by_a_new_driver_continues_its_run_and_stale_runs_are_closed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = Space(REPO / "search_spaces/quick.yaml")
+    first = MlflowTrialLogger(uri, "sweep", space, sweep=str(tmp_path / "sweep"))
+    restored = pickle.loads(pickle.dumps(first))  # as Tune keeps it in tuner.pkl for Tuner.restore
+    resumed, lost = trial("aaaa_00001"), trial("aaaa_00002")
+    for t in (resumed, lost):
+        first.on_trial_start(0, [], t)
+    for e in (0, 1):
+        first.on_trial_result(0, [], resumed, epoch(e))
+    # the first driver is killed here: both runs are RUNNING; Tune's saved state knows only the first trial
+
+    restored.on_trial_start(0, [], resumed)
+    for e in (1, 2):  # the resumed Train run reports its checkpoint's epoch again, then goes on
+        restored.on_trial_result(0, [], resumed, epoch(e))
+    restored.on_trial_complete(0, [], resumed)
+    restored.on_experiment_end([resumed])
+
+    client = MlflowClient(uri)
+    runs = {r.data.tags["distmtl.trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
+    assert set(runs) == {"aaaa_00001", "aaaa_00002"}
+    assert runs["aaaa_00001"].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(runs["aaaa_00001"].info.run_id, "val/loss")] == [0, 1, 2]
+    assert runs["aaaa_00002"].info.status == "KILLED"
+    assert "lost" in runs["aaaa_00002"].data.tags["distmtl.failure_reason"]
+
+
+def test_interrupted_trials_end_killed_and_a_diverged_one_failed_with_its_reason(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = MlflowTrialLogger(uri, "sweep", Space(REPO / "search_spaces/quick.yaml"), sweep=str(tmp_path / "s"))
+    running, diverged = trial("bbbb_00001"), trial("bbbb_00002")
+    for t in (running, diverged):
+        logger.on_trial_start(0, [], t)
+    logger.on_trial_result(0, [], running, epoch(0))
+    logger.on_trial_result(0, [], diverged, {"epoch": 0, "failure": "diverged at epoch 0, step 3: loss nan",
+                                            "val/loss": float("inf"), "training_iteration": 1})
+    diverged.set_status(Trial.TERMINATED)
+    logger.on_trial_complete(0, [], diverged)
+    logger.on_experiment_end([running, diverged])  # Ctrl-C: Tune stops with a trial still running
+
+    client = MlflowClient(uri)
+    runs = {r.data.tags["distmtl.trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
+    assert runs["bbbb_00001"].info.status == "KILLED"
+    assert runs["bbbb_00002"].info.status == "FAILED"
+    assert runs["bbbb_00002"].data.tags["distmtl.failure_reason"] == "diverged at epoch 0, step 3: loss nan"
+    assert "val/loss" not in runs["bbbb_00002"].data.metrics  # the worst-case score is for the searcher only
+
+
+def test_resume_without_a_sweep_to_resume_is_refused_before_anything_starts(tmp_path, capsys):
+    rc = main(["tune", "--space", str(REPO / "search_spaces/quick.yaml"), "--storage", str(tmp_path), "--resume"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (f"distmtl: error: --resume: no sweep to resume at {tmp_path}/quick "
+                                               "(check --storage and --experiment)")
