@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 from distmtl.tracking.fallback import FallbackWriter
 
 _RUN_METRIC_NAMES = {"epoch", "best_epoch", "epoch_time_s"}
@@ -86,14 +88,19 @@ class MlflowRun:
 
     @classmethod
     def attach(cls, tracking_uri: str, run_id: str, writer: FallbackWriter | None = None) -> MlflowRun:
-        """Log into an existing run (e.g. from another process than the one that created it)."""
-        return cls(tracking_uri, "", "", {}, run_id=run_id, writer=writer)
+        """Log into an existing run (e.g. from another process than the one that created it); epochs it
+        already holds are not logged again, whichever process logged them."""
+        run = cls(tracking_uri, "", "", {}, run_id=run_id, writer=writer)
+        try:
+            run.last_epoch = int(run.client.get_run(run_id).data.metrics.get("epoch", -1))
+        except (MlflowException, OSError):  # the store is away: its journal keeps the order; nothing to skip known
+            pass
+        return run
 
     @classmethod
     def reopen(cls, writer: FallbackWriter, run_id: str) -> MlflowRun:
         """Continue an existing run (a resumed trial): mark it RUNNING again; epochs it holds are not logged again."""
         run = cls.attach(writer.tracking_uri, run_id, writer)
-        run.last_epoch = int(writer.client.get_run(run_id).data.metrics.get("epoch", -1))
         writer.write({"op": "status", "run": run_id, "status": "RUNNING"})
         return run
 
