@@ -37,7 +37,7 @@ def ensure_ray(request: Request, address: str | None = None) -> Plan:
     target, origin = _cluster_to_join(address)
     if target is None:
         plan(local_machine(), request)
-        ray.init(address="local")
+        _start_local()
         log.info("started a local Ray cluster with %s CPUs", ray.cluster_resources().get("CPU"))
     else:
         _check_listening(target, origin)
@@ -53,6 +53,19 @@ def ensure_ray(request: Request, address: str | None = None) -> Plan:
     except DistmtlError:
         ray.shutdown()
         raise
+
+
+def _start_local() -> None:
+    """Start a local cluster whose processes find its dashboard through ``RAY_API_SERVER_ADDRESS``: Ray Train's
+    placement-group cleaner otherwise looks the cluster up as "auto", which fails while another Ray cluster runs
+    on the machine, and a sequential sweep's next trial then waits forever for the last one's placement group."""
+    import ray
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # the cluster's processes inherit it
+    ray.init(address="local", dashboard_port=port)
 
 
 def _cluster_to_join(address: str | None) -> tuple[str | None, str]:

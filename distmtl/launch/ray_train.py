@@ -19,7 +19,7 @@ from distmtl.engine import DistContext, train
 from distmtl.engine.divergence import TrainingDiverged
 from distmtl.engine.faults import InjectedFault, fault_from_environment
 from distmtl.logs import configure_logging
-from distmtl.tracking import MlflowRun
+from distmtl.tracking import MlflowRun, default_journal
 from distmtl.tracking.fallback import FallbackWriter
 
 #: Key of what a Train run returns when it stopped because training failed (its value: the reason).
@@ -61,12 +61,13 @@ class RayReporter:
 
 class MlflowEpochLogger(UserCallback):
     """Logs rank 0's per-epoch metrics into an MLflow run that the driver created (runs on the Train controller);
-    records that MLflow does not take wait in ``journal`` (see :mod:`distmtl.tracking.fallback`)."""
+    records that MLflow does not take wait in ``journal`` (see :mod:`distmtl.tracking.fallback`; by default
+    ``mlflow-journal/<run id>.jsonl`` in the driver's working directory)."""
 
-    def __init__(self, tracking_uri: str, run_id: str, journal: str) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, journal: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
-        self.journal = journal
+        self.journal = journal or str(default_journal(run_id, tracking_uri))
         self._run: MlflowRun | None = None
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:

@@ -66,7 +66,7 @@ def _tracked_run(
 ) -> dict[str, Any]:
     """One Train run logged live (per epoch) into its own MLflow run; a run whose training failed (diverged)
     ends FAILED with the reason as the tag ``distmtl.failure_reason`` and raises :class:`RunFailed`."""
-    journal = default_journal(name)
+    journal = default_journal(name, tracking_uri)
     run = MlflowRun(tracking_uri, experiment, name, config.model_dump(), tags=tags, parent_run_id=parent_run_id,
                     writer=FallbackWriter(tracking_uri, journal))
     trainer = build_trainer(config, resources, storage_path, name,

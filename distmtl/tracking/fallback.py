@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -71,14 +72,16 @@ def apply_operation(client: MlflowClient, op: dict[str, Any], ids: dict[str, str
 
 
 def reachable(tracking_uri: str, timeout: float = 2.0) -> bool:
-    """Whether an HTTP tracking server answers its health check (other stores: assume so and try)."""
+    """Whether an HTTP tracking server answers its health check at all (other stores: assume so and try)."""
     if not tracking_uri.startswith(("http://", "https://")):
         return True
     try:
-        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout) as response:
-            return response.status == 200
+        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True  # it answered, e.g. 401 from an authenticating proxy: the records themselves will tell
     except OSError:
         return False
+    return True
 
 
 class FallbackWriter:
@@ -149,6 +152,8 @@ class FallbackWriter:
             return False
         done, left = replay(self.journal, self.client, self.ids)
         if left:
+            if not self.offline:
+                self._go_offline(RuntimeError(f"{left} kept record(s) could not be written"))
             return False
         if self.offline or done:
             log.warning("MLflow at %s answers again: wrote %d kept record(s)", self.tracking_uri, done)

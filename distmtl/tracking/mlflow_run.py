@@ -6,6 +6,7 @@ at once and the fluent API keeps one global active run.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -27,9 +28,11 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def default_journal(name: str) -> Path:
-    """Where MLflow records wait while the store is away, unless the caller names a place."""
-    return Path.cwd() / "mlflow-journal" / f"{name}.jsonl"
+def default_journal(name: str, tracking_uri: str) -> Path:
+    """Where MLflow records for ``tracking_uri`` wait while it is away: ``mlflow-journal/<name>-<hash>.jsonl``
+    in the working directory (the hash of the URI keeps records meant for another store apart)."""
+    digest = hashlib.sha1(tracking_uri.encode()).hexdigest()[:8]
+    return Path.cwd() / "mlflow-journal" / f"{name}-{digest}.jsonl"
 
 
 def is_run_metric(key: str, value: Any) -> bool:
@@ -70,7 +73,7 @@ class MlflowRun:
         parent_run_id: str | None = None,
         writer: FallbackWriter | None = None,
     ) -> None:
-        self.writer = writer or FallbackWriter(tracking_uri, default_journal(experiment or "runs"))
+        self.writer = writer or FallbackWriter(tracking_uri, default_journal(experiment or "runs", tracking_uri))
         self.client = self.writer.client
         self.last_epoch = -1
         if run_id:

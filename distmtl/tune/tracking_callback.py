@@ -37,7 +37,7 @@ class MlflowTrialLogger(Callback):
         self.experiment = experiment
         self.space = space
         self.sweep = sweep
-        self.journal = str(default_journal(experiment))
+        self.journal = str(default_journal(experiment, tracking_uri))
         self.runs: dict[str, MlflowRun] = {}
         self.failures: dict[str, str] = {}
         self._writer: FallbackWriter | None = None
