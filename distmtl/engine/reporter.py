@@ -24,6 +24,9 @@ class Reporter(Protocol):
     def restore_dir(self) -> contextlib.AbstractContextManager[str | None]:
         """A directory holding the checkpoint to resume from, or ``None`` to start fresh."""
 
+    def resumed(self, metrics: dict[str, float]) -> None:
+        """Called on every rank before training continues from a checkpoint, with that checkpoint's report."""
+
 
 class LocalReporter:
     """Keeps every report in ``history`` and copies checkpoints to ``output_dir/checkpoint_XXXXXX`` when
@@ -56,3 +59,6 @@ class LocalReporter:
     @contextlib.contextmanager
     def restore_dir(self) -> Iterator[str | None]:
         yield self.resume_from
+
+    def resumed(self, metrics: dict[str, float]) -> None:
+        """A local run's reports are all in ``history``: nothing was missed."""

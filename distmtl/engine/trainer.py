@@ -89,8 +89,8 @@ class Trainer:
                      self.config.model.architecture, *map(len, self.splits), self.model.parameter_counts()["total"],
                      self.ctx.world_size, self.ctx.device)
         metrics: dict[str, float] = {}
-        if self.resumed_report:  # again: a driver that stopped may have missed it; loggers skip epochs they hold
-            self.reporter.report(self.resumed_report, None)
+        if self.resumed_report:
+            self.reporter.resumed(self.resumed_report)
         for epoch in range(self.start_epoch, self.config.optim.epochs):
             metrics = self.run_epoch(epoch)
         return metrics

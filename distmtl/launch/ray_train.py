@@ -44,6 +44,7 @@ class RayReporter:
 
     def __init__(self, resume_from: str | None = None) -> None:
         self.resume_from = resume_from
+        self.continuing = False
 
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -55,8 +56,16 @@ class RayReporter:
         if checkpoint is None:
             yield self.resume_from
             return
+        self.continuing = True
         with checkpoint.as_directory() as directory:
             yield directory
+
+    def resumed(self, metrics: dict[str, float]) -> None:
+        """When this run continues itself (its worker group or its Tune trial restarted), report the checkpoint's
+        epoch again: a driver that stopped may have missed it, and MLflow loggers skip epochs they hold. A run
+        started from a checkpoint the user named begins with the next epoch."""
+        if self.continuing:
+            ray.train.report(metrics, checkpoint=None)
 
 
 class MlflowEpochLogger(UserCallback):
