@@ -35,10 +35,10 @@ import json, ray
 from ray.util.state import list_actors
 ray.init()
 alive = [n for n in ray.nodes() if n["Alive"]]
-actors = list_actors(limit=10000, raise_on_missing_output=False)
+actors = [[cls, a.node_id] for cls in ("RayTrainWorker", "ImplicitFunc")
+          for a in list_actors(filters=[("class_name", "=", cls)], limit=1000, timeout=120)]
 print(json.dumps({"head": [n["NodeID"] for n in alive if "node:__internal_head__" in n["Resources"]],
-                  "nodes": {n["NodeID"]: n["Resources"].get("CPU") for n in alive},
-                  "actors": [[a.class_name, a.node_id] for a in actors]}))
+                  "nodes": {n["NodeID"]: n["Resources"].get("CPU") for n in alive}, "actors": actors}))
 """
 
 
