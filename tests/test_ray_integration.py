@@ -98,9 +98,9 @@ def test_a_cross_validated_trial_reports_the_mean_of_its_folds(ray_cluster, tmp_
     for i in range(3):
         (checkpoint,) = [p for p in (tmp_path / "results" / "cv-train" / f"{trial_id}-fold{i}").glob("checkpoint_*")
                          if p.is_dir()]
-        payload = load_checkpoint(checkpoint)
-        assert payload["config"]["data"]["cv_fold"] == i and payload["config"]["data"]["cv_folds"] == 3
-        folds.append(payload["metrics"]["best/val/loss"])
+        state = load_checkpoint(checkpoint)
+        assert state.config["data"]["cv_fold"] == i and state.config["data"]["cv_folds"] == 3
+        folds.append(state.metrics["best/val/loss"])
     assert len(set(folds)) == 3  # three different trainings
     assert run.data.metrics["cv/best/val/loss"] == pytest.approx(sum(folds) / 3, rel=1e-6)
     assert run.data.metrics["cv/best/val/loss/std"] == pytest.approx(float(np.std(folds, ddof=1)), rel=1e-6)
