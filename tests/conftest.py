@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from distmtl.config import Config, apply_overrides, config_from_dict
+from distmtl.engine import LocalReporter, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,6 +24,32 @@ def small_config(**overrides: Any) -> Config:
         "train": {"device": "cpu"},
     }
     return config_from_dict(apply_overrides(base, overrides))
+
+
+class Interrupted(Exception):
+    """Raised by :class:`InterruptingReporter` in place of a killed process."""
+
+
+class InterruptingReporter(LocalReporter):
+    """A :class:`LocalReporter` that stops the run (raises :class:`Interrupted`) once ``epochs`` reports
+    are in, as if the process died right after that epoch's checkpoint was written."""
+
+    def __init__(self, output_dir: Path, epochs: int) -> None:
+        super().__init__(output_dir)
+        self.epochs = epochs
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        super().report(metrics, checkpoint_dir)
+        if len(self.history) == self.epochs:
+            raise Interrupted
+
+
+def interrupted_run(config: Config, output_dir: Path, epochs: int) -> InterruptingReporter:
+    """Train ``config`` until ``epochs`` epochs are checkpointed, then stop; the reporter holds the checkpoints."""
+    reporter = InterruptingReporter(output_dir, epochs)
+    with pytest.raises(Interrupted):
+        train(config, reporter)
+    return reporter
 
 
 def free_port() -> int:

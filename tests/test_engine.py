@@ -19,7 +19,7 @@ from distmtl.errors import DistmtlError
 from distmtl.models import build_model
 from distmtl.tasks import build_tasks
 
-from conftest import small_config
+from conftest import interrupted_run, small_config
 
 
 def test_reports_every_epoch_with_per_task_metrics_and_test_at_the_end(tmp_path):
@@ -58,9 +58,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     config = small_config(**{"optim.epochs": 3, "weighting.method": "dwa", "model.dropout": 0.3,
                              "data.noise_level": 0.1})
     straight = train(config, LocalReporter())
-    first = LocalReporter(tmp_path / "a")
-    train(small_config(**{"optim.epochs": 2, "weighting.method": "dwa", "model.dropout": 0.3,
-                          "data.noise_level": 0.1}), first)
+    first = interrupted_run(config, tmp_path / "a", epochs=2)
     resumed_reporter = LocalReporter(resume_from=first.checkpoints[-1])
     resumed = train(config, resumed_reporter)
     assert [r["epoch"] for r in resumed_reporter.history] == [2]
@@ -71,16 +69,18 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
 
 def test_selection_mode_overrides_the_metrics_direction():
     """val/loss improves downwards; with ``selection_mode: max`` the best epoch is the one of highest validation
-    loss instead, and the test metrics are that epoch's (here the first: a one-epoch run's test metrics)."""
+    loss instead, and the test metrics are that epoch's (here the first: a one-epoch run's test metrics, which a
+    constant learning rate makes comparable)."""
+    constant = {"optim.schedule": "constant"}
     reporters = {mode: LocalReporter() for mode in (None, "max")}
-    final = {mode: train(small_config(**{"optim.epochs": 3, "train.selection_mode": mode}), reporter)
+    final = {mode: train(small_config(**{**constant, "optim.epochs": 3, "train.selection_mode": mode}), reporter)
              for mode, reporter in reporters.items()}
     losses = [r["val/loss"] for r in reporters["max"].history]
     assert losses == [r["val/loss"] for r in reporters[None].history]  # selection does not change training
     assert losses[0] == max(losses) and losses[0] != min(losses)
     assert final[None]["best_epoch"] == int(np.argmin(losses)) != 0 and final[None]["best/val/loss"] == min(losses)
     assert final["max"]["best_epoch"] == 0 and final["max"]["best/val/loss"] == losses[0]
-    first_epoch = train(small_config(**{"optim.epochs": 1}), LocalReporter())
+    first_epoch = train(small_config(**{**constant, "optim.epochs": 1}), LocalReporter())
     tested = [k for k in first_epoch if k.startswith("test/")]
     assert tested and all(final["max"][k] == pytest.approx(first_epoch[k], rel=1e-6) for k in tested)
     assert any(final[None][k] != pytest.approx(first_epoch[k], rel=1e-6) for k in tested)

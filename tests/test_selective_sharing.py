@@ -22,7 +22,7 @@ from distmtl.sharing.grouping import group_tasks
 from distmtl.sharing.plan import Merge, plan_merges
 from distmtl.tasks import build_tasks
 
-from conftest import small_config
+from conftest import interrupted_run, small_config
 from test_engine import _free_port
 
 TASKS = ["fine", "coarse", "shape", "colour", "texture"]
@@ -224,8 +224,7 @@ def test_locks_after_patience_epochs_without_a_merge():
 
 def test_resuming_after_a_merge_rebuilds_the_merged_model(tmp_path):
     straight = train(ss_config(**{"optim.epochs": 3}), LocalReporter())
-    first = LocalReporter(tmp_path)
-    train(ss_config(**{"optim.epochs": 2}), first)
+    first = interrupted_run(ss_config(**{"optim.epochs": 3}), tmp_path, epochs=2)
     assert load_checkpoint(first.checkpoints[-1]).structure["branch_of"]["coarse"] == \
         load_checkpoint(first.checkpoints[-1]).structure["branch_of"]["fine"]
     resumed_reporter = LocalReporter(resume_from=first.checkpoints[-1])

@@ -154,12 +154,22 @@ class WeightingConfig(_Section):
 
 
 class OptimConfig(_Section):
-    """Optimizer and schedule length."""
+    """Optimizer, learning-rate schedule and schedule length."""
 
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     epochs: int = Field(10, gt=0)
+    schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="Learning rate over the run: constant, or cosine decay to zero at the last step."
+    )
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up from zero over this many epochs (may be a fraction).")
+
+    @model_validator(mode="after")
+    def _warmup_within_run(self) -> OptimConfig:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be < epochs (got {self.warmup_epochs} of {self.epochs})")
+        return self
 
 
 class TrainConfig(_Section):

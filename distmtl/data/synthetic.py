@@ -18,6 +18,10 @@ along an axis at angle θ. Targets, by construction in two families:
 - ``colour`` (6 classes): the object's hue sector;
 - ``texture`` (4 classes): the background pattern (horizontal stripes, vertical stripes, checks, blotches).
 
+Sizes, lobe depths and elongations are chosen so that lobes stay a few pixels deep and the
+orientation visible at 32×32 pixels (every target is learnable at the demo's resolution), while
+``fine`` stays harder than ``coarse``: it adds the depth level, which the lobes show less plainly.
+
 A method that learns task relatedness should therefore group {fine, coarse, shape} apart from
 {colour, texture}. Every sample is its own original image (``groups = arange(N)``).
 """
@@ -33,10 +37,11 @@ from distmtl.data.sample_set import SampleSet, TargetSpec
 from distmtl.data.sources import register_source
 
 LOBES = (3, 4, 5, 6)
-DEPTH_LEVELS = (0.12, 0.30, 0.48)
+DEPTH_LEVELS = (0.15, 0.35, 0.55)
 DEPTH_JITTER = 0.06
-ELONGATION = (1.0, 2.0)
-SIZE = (0.35, 0.6)
+ELONGATION = (1.2, 1.8)
+SIZE = (0.45, 0.7)
+CENTRE_SHIFT = 0.08
 HUES = ("red", "yellow", "green", "cyan", "blue", "magenta")
 TEXTURES = ("h-stripes", "v-stripes", "checks", "blotches")
 _CHUNK = 256
@@ -78,7 +83,7 @@ def generate(num_samples: int, image_size: int = 64, seed: int = 0) -> SampleSet
     elongation = rng.uniform(*ELONGATION, n)
     size = rng.uniform(*SIZE, n)
     theta = rng.uniform(0.0, np.pi, n)
-    centre = rng.uniform(-0.12, 0.12, (n, 2))
+    centre = rng.uniform(-CENTRE_SHIFT, CENTRE_SHIFT, (n, 2))
     phase = rng.uniform(0.0, 2 * np.pi, n)
     colour = rng.integers(0, len(HUES), n)
     texture = rng.integers(0, len(TEXTURES), n)

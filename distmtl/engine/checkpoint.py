@@ -23,7 +23,7 @@ from distmtl.errors import DistmtlError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 ARTIFACTS_DIR = "artifacts"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: optimizer groups carry base_lr for the learning-rate schedule
 
 
 @dataclass

@@ -26,6 +26,7 @@ from distmtl.engine.faults import InjectedFault
 from distmtl.engine.loaders import build_loaders, make_splits, to_device
 from distmtl.engine.optim import build_optimizer
 from distmtl.engine.reporter import Reporter
+from distmtl.engine.schedule import LearningRateSchedule
 from distmtl.engine.structure import build_controller
 from distmtl.errors import DistmtlError
 from distmtl.models import MultiTaskModel
@@ -77,6 +78,7 @@ class Trainer:
         self.guard = DivergenceGuard(self.ctx)
         self.net = self._wrap()
         self.loaders = build_loaders(config, self.samples, self.splits, self.ctx)
+        self.schedule = LearningRateSchedule(config.optim, len(self.loaders.train))
         self.noise = torch.Generator(device=self.ctx.device)
         self.autocast = (torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
                          if config.train.precision == "bf16" else nullcontext())
@@ -110,7 +112,7 @@ class Trainer:
         selection = self.config.train.selection_metric
 
         metrics = {"epoch": epoch, "epoch_time_s": time.perf_counter() - started,
-                   "train/images_per_s": len(self.splits[0]) / train_seconds}
+                   "train/images_per_s": len(self.splits[0]) / train_seconds, "lr": self.optimizer.param_groups[0]["lr"]}
         metrics.update(_flatten("train", train_losses, train_metrics, weights))
         metrics.update(_flatten("val", val_losses, val_metrics, self.weighting.static))
         self.guard.check_value("validation", metrics["val/loss"])
@@ -154,6 +156,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self._average_weighting_gradients()
+            self.schedule.apply(self.optimizer, self.global_step)
             self.optimizer.step()
             self.global_step += 1
             accumulator.add(outputs, targets, masks, terms)
