@@ -82,8 +82,12 @@ def two_nodes():
     token = root / "auth_token"
     token.write_text(secrets.token_hex(16))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-    env.update(RAY_TMPDIR=str(root), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), PYTHONPATH=str(REPO))
     gcs, dashboard, client, *agents = _free_ports(11)
+    # The cluster's own dashboard for Ray Train's placement-group cleaner: an address inherited from another
+    # cluster of this test session (the ray_cluster fixture's) would refuse this cluster's token, the first
+    # trial's placement group would never be removed, and the second trial would wait for its CPUs forever.
+    env.update(RAY_TMPDIR=str(root), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), PYTHONPATH=str(REPO),
+               RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{dashboard}")
     started = time.perf_counter()
     nodes = [_start_node(["--head", f"--port={gcs}", "--num-cpus=2", "--include-dashboard=true",
                           f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
