@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: install
-	$(BIN)/distmtl tune --space search_spaces/quick.yaml
+	$(BIN)/distmtl tune --space search_spaces/demo.yaml
 	@echo
 	@echo "MLflow runs are in $(CURDIR)/mlflow.db (artifacts in ./mlruns). Open the UI with:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   # then browse http://127.0.0.1:5000"

@@ -150,7 +150,7 @@ def test_console_command_exits_2_with_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"distmtl: error: config file not found: {tmp_path / 'missing.yaml'} (check the path)"]
 
 
-@pytest.mark.parametrize("space", ["default.yaml", "quick.yaml"])
+@pytest.mark.parametrize("space", ["default.yaml", "quick.yaml", "demo.yaml"])
 def test_shipped_spaces_search_all_six_hyperparameters(space):
     loaded = Space(REPO / "search_spaces" / space)
     assert set(loaded.file.parameters) == {
