@@ -52,13 +52,14 @@ def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experi
                workdir: Path | None = None) -> RecipeResult:
     """Run every variant of ``recipe`` on each seed, in this process, and log the table to the parent run.
 
-    Checkpoints go to ``workdir`` (a temporary directory when not given). Configs are all checked before
-    the first run starts, so a bad ``--set`` costs no training.
+    Checkpoints go to ``workdir`` (a temporary directory when not given). Configs are checked before the
+    first run starts, so a bad ``--set`` costs no training.
     """
     started = time.perf_counter()
     seeds, variants = recipe.seeds(options), recipe.variants(options)
     for variant in variants:
-        check_config(cell_config(recipe, variant, options, 0, ["<checked later>"] if variant.aux_from else []))
+        if not variant.aux_from:  # a variant built on earlier checkpoints is checked when they exist
+            check_config(cell_config(recipe, variant, options, 0, []))
     params = {"recipe": recipe.name, "seeds": seeds, "quick": options.quick, "root": options.root,
               "overrides": options.overrides}
     tags = {"distmtl.command": "recipe", "distmtl.recipe": recipe.name}

@@ -43,7 +43,7 @@ def build_table(recipe: Recipe, rows: list[Row]) -> dict[str, Any]:
 
 def _paired(recipe: Recipe, rows: list[Row]) -> list[dict[str, Any]]:
     """Each variant minus the reference variant of its data set, seed by seed, on every comparison column
-    that the reference reports on that data set."""
+    that both report on that data set."""
     columns = [c for c in recipe.columns if c.header in recipe.compare]
     references = {r.variant.dataset: r for r in rows if r.variant.name == recipe.reference}
     comparisons = []
@@ -52,10 +52,10 @@ def _paired(recipe: Recipe, rows: list[Row]) -> list[dict[str, Any]]:
         if reference is None or row is reference:
             continue
         for column in columns:
-            base = _values(reference, reference.variant.key(column))
-            if all(math.isnan(v) for v in base):
+            base, values = _values(reference, reference.variant.key(column)), _values(row, row.variant.key(column))
+            if all(math.isnan(v) for v in base) or all(math.isnan(v) for v in values):
                 continue
-            result = paired(_values(row, row.variant.key(column)), base)
+            result = paired(values, base)
             comparisons.append({"dataset": row.variant.dataset, "variant": row.variant.name,
                                 "reference": recipe.reference, "column": column.header,
                                 "mean_difference": result.mean_difference, "t": result.t, "p": result.p, "n": result.n})
