@@ -48,12 +48,11 @@ def cell_config(recipe: Recipe, variant: Variant, options: RecipeOptions, seed: 
     return load_config(CONFIGS / variant.config, overrides)
 
 
-def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experiment: str, command: str,
-               workdir: Path | None = None) -> RecipeResult:
+def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experiment: str, command: str) -> RecipeResult:
     """Run every variant of ``recipe`` on each seed, in this process, and log the table to the parent run.
 
-    Checkpoints go to ``workdir`` (a temporary directory when not given). Configs are checked before the
-    first run starts, so a bad ``--set`` costs no training.
+    Checkpoints go to a temporary directory (each child run keeps its plots and records in MLflow). Configs are checked
+    before the first run starts, so a bad ``--set`` costs no training.
     """
     started = time.perf_counter()
     seeds, variants = recipe.seeds(options), recipe.variants(options)
@@ -67,7 +66,7 @@ def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experi
                        tags={**tags, "distmtl.recipe_command": command})
     try:
         with tempfile.TemporaryDirectory(prefix="distmtl-recipe-") as scratch:
-            rows = _run_cells(recipe, variants, options, seeds, (parent, experiment), Path(workdir or scratch), tags)
+            rows = _run_cells(recipe, variants, options, seeds, (parent, experiment), Path(scratch), tags)
         table = build_table(recipe, rows)
         markdown = _document(recipe, table, command, time.perf_counter() - started, options, parent.real_run_id)
         parent.writer.write({"op": "log_dict", "run": parent.run_id, "dict": _jsonable(table), "file": "table.json"})
