@@ -1,4 +1,4 @@
-"""The ``distmtl`` command line: ``train``, ``tune``, ``baseline`` and ``data convert``.
+"""The ``distmtl`` command line: ``train``, ``tune``, ``recipe``, ``baseline`` and ``data convert``.
 
 Input problems (bad YAML, unknown keys, out-of-range values, missing files) print one line and
 exit with status 2 before anything starts.
@@ -71,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
                            "--resume): finished trials stay, unfinished and errored ones continue from their last "
                            "checkpoint in their own MLflow run, the searcher keeps its state")
     _add_ray_options(tune)
+
+    recipe = sub.add_parser("recipe", help="run an experiment of the source documents: a table of mean ± std over "
+                                           "seeds, every run a child of one MLflow parent run")
+    recipe.add_argument("name", nargs="?", metavar="NAME", help="the recipe (see --list)")
+    recipe.add_argument("--list", action="store_true", help="list the recipes and what each table shows")
+    recipe.add_argument("--quick", action="store_true", help="tiny sizes (seconds per run) to check the pipeline")
+    recipe.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="seeds per variant (default: the recipe's, at least 3; --quick: 2)")
+    recipe.add_argument("--root", default=None, metavar="DIR",
+                        help="add rows on a real data set at DIR (fine_coarse: CIFAR-100; cross_stitch: Oxford-IIIT Pet)")
+    recipe.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="train.device of every run")
+    recipe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key of every run (repeatable)")
+    recipe.add_argument("--mlflow-uri", default=None, metavar="URI")
+    recipe.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment (default: the recipe's name)")
 
     baseline = sub.add_parser("baseline", help="transfer-learning baseline: frozen classifier + ridge map")
     baseline.add_argument("--config", required=True, metavar="FILE", help="run configuration (YAML)")
@@ -247,6 +262,32 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe(args: argparse.Namespace) -> int:
+    from distmtl.config import parse_set_args
+    from distmtl.recipes import RECIPES, RecipeOptions, run_recipe
+    from distmtl.tracking import default_tracking_uri
+    from distmtl.tracking.probe import check_tracking_store
+
+    if args.list:
+        for name in RECIPES:
+            recipe = RECIPES.get(name)
+            print(f"{name:<18} {recipe.description} (default {recipe.default_seeds} seeds)")
+        return 0
+    if not args.name:
+        raise DistmtlError(f"recipe: name one of {', '.join(RECIPES)} (or --list)")
+    recipe = RECIPES.get(args.name)
+    _positive(args.seeds, "--seeds")
+    overrides = parse_set_args(args.overrides)
+    if args.device:
+        overrides["train.device"] = args.device
+    uri = args.mlflow_uri or default_tracking_uri()
+    check_tracking_store(uri)
+    result = run_recipe(recipe, RecipeOptions(args.quick, args.seeds, overrides, args.root), uri,
+                        args.experiment or recipe.name, shlex.join(["distmtl", *args.argv]))
+    print("\n" + result.markdown)
+    return 0
+
+
 def _baseline(args: argparse.Namespace) -> int:
     from distmtl.config import load_config, parse_set_args
     from distmtl.engine.assembly import check_config
@@ -314,4 +355,4 @@ def _format_metrics(title: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-_COMMANDS = {"train": _train, "tune": _tune, "baseline": _baseline, "data": _data, "mlflow": _mlflow}
+_COMMANDS = {"train": _train, "tune": _tune, "recipe": _recipe, "baseline": _baseline, "data": _data, "mlflow": _mlflow}

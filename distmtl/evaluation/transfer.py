@@ -8,7 +8,6 @@ training samples that carry coordinates.
 
 from __future__ import annotations
 
-import math
 import tempfile
 
 import numpy as np
@@ -20,19 +19,21 @@ from distmtl.data.sources import build_samples, check_targets
 from distmtl.engine import LocalReporter, train
 from distmtl.engine.loaders import make_splits
 from distmtl.errors import ConfigError
-from distmtl.evaluation.representation import kendall_tau, representations
+from distmtl.evaluation.representation import mapping_kendall_tau, representations
 from distmtl.models import build_model
 from distmtl.tasks import build_tasks
 
 ALPHAS = np.logspace(-3, 3, 13)
 
 
-def transfer_baseline(config: Config, classify: str, mapping: str) -> dict[str, float]:
+def transfer_baseline(config: Config, classify: str, mapping: str,
+                      reporter: LocalReporter | None = None) -> dict[str, float]:
     """Train ``classify`` alone (in this process), then map its frozen bottleneck to ``mapping`` with ridge.
 
     Returns the classifier's test metrics, the baseline's ``transfer/test/<mapping>/<metric>``, the
     chosen ridge penalty, and Kendall τ between the test samples' representation distances and their
-    distances in the mapping space.
+    distances in the mapping space. ``reporter`` (one with an output directory, e.g. one that also logs
+    to MLflow) receives the classifier's epochs; by default they go to a temporary directory.
     """
     specs = check_targets(config.data, [classify, mapping])
     if specs[mapping].kind != "regression":
@@ -44,7 +45,7 @@ def transfer_baseline(config: Config, classify: str, mapping: str) -> dict[str, 
         "train": config.train.model_copy(update={"selection_metric": f"val/{classify}/accuracy", "selection_mode": "max"}),
     })
     with tempfile.TemporaryDirectory(prefix="distmtl-transfer-") as directory:
-        reporter = LocalReporter(directory)
+        reporter = reporter or LocalReporter(directory)
         final = train(classifier_config, reporter)
         best_state = reporter.best_state
 
@@ -67,7 +68,5 @@ def transfer_baseline(config: Config, classify: str, mapping: str) -> dict[str, 
     result = {k: v for k, v in final.items() if k.startswith("test/")}
     result.update({f"transfer/test/{mapping}/{name}": value for name, value in task.metrics(state).items()})
     result["transfer/ridge_alpha"] = float(ridge.alpha_)
-    distances = np.linalg.norm(y_test[:, None] - y_test[None], axis=-1)
-    tau, _ = kendall_tau(x_test, distances) if len(y_test) > 2 else (math.nan, math.nan)
-    result[f"transfer/test/{mapping}/kendall_tau"] = tau
+    result[f"transfer/test/{mapping}/kendall_tau"] = mapping_kendall_tau(model, samples, test_idx, mapping)
     return result

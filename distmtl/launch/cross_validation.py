@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from distmtl.config.schema import Config
+from distmtl.evaluation import statistics
 
 
 def fold_configs(config: Config, folds: int) -> list[Config]:
@@ -21,9 +20,8 @@ def summarize(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
     keys = [k for k in fold_metrics[0] if k.startswith(("test/", "best/"))]
     summary: dict[str, float] = {}
     for key in keys:
-        values = np.array([m.get(key, math.nan) for m in fold_metrics], dtype=float)
-        summary[f"cv/{key}"] = float(np.nanmean(values))
-        summary[f"cv/{key}/std"] = float(np.nanstd(values, ddof=1)) if np.sum(~np.isnan(values)) > 1 else math.nan
+        aggregate = statistics.summarize([m.get(key, math.nan) for m in fold_metrics])
+        summary[f"cv/{key}"], summary[f"cv/{key}/std"] = aggregate.mean, aggregate.std
     return summary
 
 

@@ -1,0 +1,8 @@
+"""Recipes: one command per experiment of the source documents, each a table of mean ± std over seeds whose
+runs are children of one MLflow parent run. Importing the package registers every recipe."""
+
+from distmtl.recipes import cross_stitch, fine_coarse, joint_mapping, selective_sharing  # noqa: F401  (register)
+from distmtl.recipes.base import RECIPES, Recipe, RecipeOptions
+from distmtl.recipes.runner import RecipeResult, run_recipe
+
+__all__ = ["RECIPES", "Recipe", "RecipeOptions", "RecipeResult", "run_recipe"]

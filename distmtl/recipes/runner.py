@@ -1,0 +1,138 @@
+"""Run a recipe: every variant on every seed as a child MLflow run of one parent run, which then holds the
+table (``table.md``, ``table.json``) built from exactly the numbers the children logged."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distmtl.config import load_config
+from distmtl.config.schema import Config
+from distmtl.engine.assembly import check_config
+from distmtl.engine.context import resolve_device
+from distmtl.recipes.base import CONFIGS, Recipe, RecipeOptions, Variant
+from distmtl.recipes.execution import CellResult, run_cell
+from distmtl.recipes.table import Row, build_table, to_markdown
+from distmtl.tracking import MlflowRun
+
+log = logging.getLogger("distmtl")
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    """A finished recipe: the table (as data and Markdown), the parent MLflow run and the wall time."""
+
+    table: dict[str, Any]
+    markdown: str
+    parent_run_id: str
+    seconds: float
+
+
+def cell_config(recipe: Recipe, variant: Variant, options: RecipeOptions, seed: int, aux: list[str]) -> Config:
+    """The config of ``variant`` on ``seed``: its file and overrides, the quick size, the user's ``--set``,
+    then the seed (data and training), so that every seed draws other data and other initial weights."""
+    overrides = {**variant.overrides, **(recipe.quick if options.quick else {}), **options.overrides,
+                 "data.seed": seed, "train.seed": seed}
+    if aux:
+        overrides["model.aux_checkpoints"] = aux
+    return load_config(CONFIGS / variant.config, overrides)
+
+
+def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experiment: str, command: str) -> RecipeResult:
+    """Run every variant of ``recipe`` on each seed, in this process, and log the table to the parent run.
+
+    Checkpoints go to a temporary directory (each child run keeps its plots and records in MLflow). Configs are checked
+    before the first run starts, so a bad ``--set`` costs no training.
+    """
+    started = time.perf_counter()
+    seeds, variants = recipe.seeds(options), recipe.variants(options)
+    for variant in variants:
+        if not variant.aux_from:  # a variant built on earlier checkpoints is checked when they exist
+            check_config(cell_config(recipe, variant, options, 0, []))
+    params = {"recipe": recipe.name, "seeds": seeds, "quick": options.quick, "root": options.root,
+              "overrides": options.overrides}
+    tags = {"distmtl.command": "recipe", "distmtl.recipe": recipe.name}
+    parent = MlflowRun(tracking_uri, experiment, f"recipe-{recipe.name}", params,
+                       tags={**tags, "distmtl.recipe_command": command})
+    try:
+        with tempfile.TemporaryDirectory(prefix="distmtl-recipe-") as scratch:
+            rows = _run_cells(recipe, variants, options, seeds, (parent, experiment), Path(scratch), tags)
+        table = build_table(recipe, rows)
+        markdown = _document(recipe, table, command, time.perf_counter() - started, options, parent.real_run_id)
+        parent.writer.write({"op": "log_dict", "run": parent.run_id, "dict": _jsonable(table), "file": "table.json"})
+        _log_text(parent, markdown, "table.md")
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+    parent.finish("FINISHED")
+    return RecipeResult(table, markdown, parent.real_run_id, time.perf_counter() - started)
+
+
+def _run_cells(recipe: Recipe, variants: list[Variant], options: RecipeOptions, seeds: int,
+               parent: tuple[MlflowRun, str], workdir: Path, tags: dict[str, str]) -> list[Row]:
+    """Seed by seed, every variant (later variants may use earlier ones' checkpoints of the same seed), each a
+    child run of ``parent`` (the run and its experiment)."""
+    parent_run, experiment = parent
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {(v.dataset, v.name): [] for v in variants}
+    for seed in range(seeds):
+        done: dict[tuple[str, str], CellResult] = {}
+        for variant in variants:
+            aux = [str(done[(variant.dataset, name)].checkpoint) for name in variant.aux_from]
+            config = cell_config(recipe, variant, options, seed, aux)
+            name = f"{recipe.name}-{variant.dataset}-{_slug(variant.name)}-seed{seed}"
+            run = MlflowRun(parent_run.writer.tracking_uri, experiment, name, config.model_dump(),
+                            parent_run_id=parent_run.run_id, writer=parent_run.writer,
+                            tags={**tags, "distmtl.dataset": variant.dataset, "distmtl.variant": variant.name,
+                                  "distmtl.seed": str(seed)})
+            result = run_cell(variant, config, run, workdir / name)
+            done[(variant.dataset, variant.name)] = result
+            runs[(variant.dataset, variant.name)].append(result.metrics)
+            shown = "  ".join(f"{c.header} {result.metrics[variant.key(c)]:.{c.digits}f}" for c in recipe.columns
+                              if variant.key(c) in result.metrics)
+            print(f"{recipe.name} | {variant.dataset} | {variant.name} | seed {seed} | {shown} | {result.seconds:.1f} s",
+                  flush=True)
+    return [Row(v, runs[(v.dataset, v.name)]) for v in variants]
+
+
+def _document(recipe: Recipe, table: dict[str, Any], command: str, seconds: float, options: RecipeOptions,
+              parent_run_id: str) -> str:
+    """The table with what produced it: command, machine, wall time and the MLflow parent run."""
+    device = resolve_device(options.overrides.get("train.device", "auto"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return (f"### {recipe.name}: {recipe.description}\n\n"
+            f"Mean ± sample std over {recipe.seeds(options)} seeds (data and training seed 0…"
+            f"{recipe.seeds(options) - 1}); test metrics at each run's best validation epoch.\n\n"
+            f"{to_markdown(table)}\n\n"
+            f"Command: `{command}`  \nMachine: {platform.platform()}, {os.cpu_count()} CPUs, torch device {name}  \n"
+            f"Wall time: {seconds:.0f} s  \nMLflow parent run: {parent_run_id}\n")
+
+
+def _log_text(run: MlflowRun, text: str, file: str) -> None:
+    """Log ``text`` as the artifact ``file`` of ``run`` (through its writer, so an away store keeps it)."""
+    with tempfile.TemporaryDirectory(prefix="distmtl-table-") as directory:
+        path = Path(directory, file)
+        path.write_text(text)
+        run.writer.write({"op": "log_artifact", "run": run.run_id, "path": str(path), "artifact_path": None})
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with NaN as ``null`` (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=]+", "_", name).strip("_")

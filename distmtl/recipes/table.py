@@ -1,0 +1,87 @@
+"""A recipe's table from its cells' metrics: mean ± std per variant and column (via
+:mod:`distmtl.evaluation.statistics`), paired differences against the reference variant, as Markdown and JSON."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from distmtl.evaluation.statistics import paired, summarize
+from distmtl.recipes.base import Recipe, Variant
+
+
+@dataclass(frozen=True)
+class Row:
+    """A variant's runs: one metrics dict per seed, in seed order."""
+
+    variant: Variant
+    runs: list[dict[str, float]]
+
+
+def _values(row: Row, key: str) -> list[float]:
+    return [float(run.get(key, math.nan)) for run in row.runs]
+
+
+def build_table(recipe: Recipe, rows: list[Row]) -> dict[str, Any]:
+    """The table as data: per row, each column's metric key, values, mean, std and n (empty where the
+    variant's runs do not report that metric), and the paired comparisons."""
+    table_rows = []
+    for row in rows:
+        cells = {}
+        for column in recipe.columns:
+            key = row.variant.key(column)
+            values = _values(row, key)
+            summary = summarize(values)
+            cells[column.header] = {"key": key, "values": values, "mean": summary.mean, "std": summary.std,
+                                    "n": summary.n, "text": summary.cell(column.digits)}
+        table_rows.append({"dataset": row.variant.dataset, "variant": row.variant.name, "n": len(row.runs),
+                           "cells": cells})
+    return {"recipe": recipe.name, "columns": [c.header for c in recipe.columns], "rows": table_rows,
+            "paired": _paired(recipe, rows)}
+
+
+def _paired(recipe: Recipe, rows: list[Row]) -> list[dict[str, Any]]:
+    """Each variant minus the reference variant of its data set, seed by seed, on every comparison column
+    that both report on that data set."""
+    columns = [c for c in recipe.columns if c.header in recipe.compare]
+    references = {r.variant.dataset: r for r in rows if r.variant.name == recipe.reference}
+    comparisons = []
+    for row in rows:
+        reference = references.get(row.variant.dataset)
+        if reference is None or row is reference:
+            continue
+        for column in columns:
+            base, values = _values(reference, reference.variant.key(column)), _values(row, row.variant.key(column))
+            if all(math.isnan(v) for v in base) or all(math.isnan(v) for v in values):
+                continue
+            result = paired(values, base)
+            comparisons.append({"dataset": row.variant.dataset, "variant": row.variant.name,
+                                "reference": recipe.reference, "column": column.header,
+                                "mean_difference": result.mean_difference, "t": result.t, "p": result.p, "n": result.n})
+    return comparisons
+
+
+def to_markdown(table: dict[str, Any]) -> str:
+    """The table (cells "mean ± std"; a cell's own n when fewer of the row's runs report it) and the paired
+    differences, in Markdown."""
+    headers = ["data", "variant", "n", *table["columns"]]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in table["rows"]:
+        cells = []
+        for header in table["columns"]:
+            cell = row["cells"][header]
+            short = f" (n={cell['n']})" if 0 < cell["n"] < row["n"] else ""
+            cells.append(cell["text"] + short)
+        lines.append("| " + " | ".join([row["dataset"], row["variant"], str(row["n"]), *cells]) + " |")
+    if table["paired"]:
+        lines += ["", f"Paired differences against `{table['paired'][0]['reference']}` (same seeds; t-test on the "
+                  "per-seed differences):", "",
+                  "| data | variant | metric | Δ mean | t | p | n |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {p['dataset']} | {p['variant']} | {p['column']} | {p['mean_difference']:+.3f} | {_number(p['t'])} | "
+                  f"{_number(p['p'])} | {p['n']} |" for p in table["paired"]]
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.3g}"

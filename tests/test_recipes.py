@@ -1,0 +1,120 @@
+"""Every recipe at its --quick size, through the CLI, into a real SQLite MLflow store: the table's shape, its
+cells, and that its numbers are exactly those of the child runs in MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from distmtl.cli import main
+from distmtl.recipes import RECIPES
+
+SELECTIVE = ["independent", "hard_sharing", "selective (similarity)", "selective (dissimilarity)", "selective (variance)"]
+GENERATOR_TASKS = ["fine acc.", "coarse acc.", "shape MAE", "colour acc.", "texture acc."]
+SELECTIVE_ONLY = ["lock epoch", "branches"]
+
+#: recipe → its rows (data set, variant) and the cells that must be empty (not applicable), as (variant, column).
+EXPECTED = {
+    "fine_coarse": {
+        "rows": [("generator", a) for a in ("independent", "hard_sharing", "reuse_coarse", "reuse_fine",
+                                            "shared_reuse_coarse", "shared_reuse_fine")],
+        "empty": set(),
+    },
+    "joint_mapping": {
+        "rows": [("generator", v) for v in ("transfer baseline", "joint λ=0.25", "joint λ=1", "joint + reconstruction λ=1")],
+        "empty": set(),
+    },
+    "selective_sharing": {
+        "rows": [(d, v) for d in ("generator", "digits") for v in SELECTIVE],
+        "empty": {("generator", v, "mean bal. acc. (one-vs-all)") for v in SELECTIVE}
+        | {(d, v, c) for d in ("generator", "digits") for v in SELECTIVE[:2] for c in SELECTIVE_ONLY + ["ARI vs construction"]}
+        | {("digits", v, c) for v in SELECTIVE for c in GENERATOR_TASKS + ["ARI vs construction"]},
+    },
+    "cross_stitch": {
+        "rows": [("generator", v) for v in ("cross-stitch, DWA", "drop bbox", "drop fine", "segmentation only",
+                                            "bbox alone (auxiliary encoder)", "fine alone (auxiliary encoder)",
+                                            "auxiliary-encoder transfer")],
+        "empty": {("generator", "drop bbox", "bbox IoU"), ("generator", "drop fine", "fine acc."),
+                  ("generator", "segmentation only", "bbox IoU"), ("generator", "segmentation only", "fine acc."),
+                  ("generator", "bbox alone (auxiliary encoder)", "mask mIoU"),
+                  ("generator", "bbox alone (auxiliary encoder)", "mask pixel acc."),
+                  ("generator", "bbox alone (auxiliary encoder)", "fine acc."),
+                  ("generator", "fine alone (auxiliary encoder)", "mask mIoU"),
+                  ("generator", "fine alone (auxiliary encoder)", "mask pixel acc."),
+                  ("generator", "fine alone (auxiliary encoder)", "bbox IoU"),
+                  ("generator", "auxiliary-encoder transfer", "bbox IoU"),
+                  ("generator", "auxiliary-encoder transfer", "fine acc.")},
+    },
+}
+QUICK_SEEDS = 2
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('recipes') / 'mlflow.db'}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_quick_recipe_table_is_what_its_child_runs_logged(name, store, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "recipe", name, "--quick", "--mlflow-uri", store, "--experiment", name]) == 0
+    printed = capsys.readouterr().out
+    recipe, expected = RECIPES.get(name), EXPECTED[name]
+
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r is not parent]
+    assert parent.info.status == "FINISHED" and parent.data.tags["distmtl.recipe"] == name
+    assert parent.data.tags["distmtl.recipe_command"].startswith("distmtl -q recipe " + name)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert len(children) == len(expected["rows"]) * QUICK_SEEDS
+
+    artifacts = Path(parent.info.artifact_uri.removeprefix("file://"))
+    table = json.loads((artifacts / "table.json").read_text())
+    markdown = (artifacts / "table.md").read_text()
+    assert markdown.strip() in printed
+    assert table["columns"] == [c.header for c in recipe.columns]
+    assert [(r["dataset"], r["variant"]) for r in table["rows"]] == expected["rows"]
+
+    for row in table["rows"]:
+        mine = sorted((r for r in children if (r.data.tags["distmtl.dataset"], r.data.tags["distmtl.variant"])
+                       == (row["dataset"], row["variant"])), key=lambda r: int(r.data.tags["distmtl.seed"]))
+        assert [int(r.data.tags["distmtl.seed"]) for r in mine] == list(range(QUICK_SEEDS)) == list(range(row["n"]))
+        assert all(r.data.params["data.seed"] == r.data.params["train.seed"] == r.data.tags["distmtl.seed"] for r in mine)
+        assert all(int(r.data.metrics["epoch"]) == int(r.data.params["optim.epochs"]) - 1 for r in mine)
+        for column, cell in row["cells"].items():
+            logged = [r.data.metrics[cell["key"]] for r in mine if cell["key"] in r.data.metrics]
+            if (row["dataset"], row["variant"], column) in expected["empty"]:
+                assert logged == [] and cell["n"] == 0 and cell["text"] == "", (row["variant"], column)
+                continue
+            assert logged, (row["variant"], column, "no child run logged it")
+            assert all(math.isfinite(v) for v in logged) and cell["n"] == len(logged)
+            assert cell["mean"] == pytest.approx(sum(logged) / len(logged), rel=1e-9, abs=1e-12)
+            assert cell["text"] in markdown
+    for comparison in table["paired"]:
+        assert comparison["n"] == QUICK_SEEDS and math.isfinite(comparison["mean_difference"])
+
+
+def test_recipe_list_names_every_recipe(capsys):
+    assert main(["recipe", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in RECIPES)
+
+
+def test_unknown_recipe_is_one_line_and_exit_2(capsys):
+    assert main(["recipe", "nope"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and all(name in error for name in RECIPES)
+
+
+def test_bad_override_stops_before_any_run(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["recipe", "fine_coarse", "--quick", "--mlflow-uri", store, "--set", "optim.lrr=0.1"]) == 2
+    assert "optim.lrr" in capsys.readouterr().err
+    assert not MlflowClient(store).search_experiments(filter_string="name = 'fine_coarse'")
