@@ -18,7 +18,7 @@ from distmtl.engine.trainer import Trainer
 from distmtl.errors import ConfigError
 from distmtl.models import build_model
 from distmtl.sharing.factorise import task_factors
-from distmtl.sharing.grouping import group_tasks
+from distmtl.sharing.grouping import group_tasks, prune
 from distmtl.sharing.plan import Merge, plan_merges
 from distmtl.tasks import build_tasks
 
@@ -64,11 +64,13 @@ def test_capture_does_not_alter_the_update():
         assert torch.equal(a, b), name
 
 
-def test_capture_starts_at_the_start_epoch():
-    """Before ``start_epoch`` training steps capture no gradient and the epoch's end decides nothing."""
+def test_capture_starts_at_the_start_epoch_and_decides_once_the_window_is_full():
+    """Before ``start_epoch`` training steps capture no gradient and the epoch's end decides nothing; the
+    first decision comes after ``window`` captured epochs, and the window is part of the resumable state."""
     torch.manual_seed(0)
-    cfg = ModelConfig(**{**CFG, "selective": SelectiveConfig(hidden=8, start_epoch=1)})
+    cfg = ModelConfig(**{**CFG, "selective": SelectiveConfig(hidden=8, start_epoch=1, window=2)})
     controller = SelectiveSharingController(build_model(cfg, build_tasks(TASKS, target_specs()), 3).train())
+    losses = {t: 1.0 for t in TASKS}
 
     def step():
         out = controller.model(torch.rand(4, 3, 16, 16))
@@ -76,9 +78,16 @@ def test_capture_starts_at_the_start_epoch():
 
     step()
     assert not controller._gradients
-    assert not controller.end_epoch(DistContext(), 0, {t: 1.0 for t in TASKS}) and controller.last_plan is None
+    assert not controller.end_epoch(DistContext(), 0, losses) and controller.last_plan is None
     step()
     assert set(controller._gradients) == set(TASKS)
+    controller.end_epoch(DistContext(), 1, losses)
+    assert controller.last_plan is None and len(controller.state_dict()["window"]) == 1
+    norms = controller.state_dict()["window"][0].flatten(1).norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms))  # every epoch weighs alike
+    step()
+    controller.end_epoch(DistContext(), 2, losses)
+    assert set(controller.last_plan.labels) == set(TASKS)
 
 
 def test_factorisation_shapes_and_determinism():
@@ -87,6 +96,30 @@ def test_factorisation_shapes_and_determinism():
     assert a.shape == (6, 3) and np.array_equal(a, b)
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
     assert task_factors(g, 50).shape == (6, 6)  # the rank is capped by the number of tasks
+
+
+def test_factor_cosines_are_the_gradients_cosines():
+    """TT-SVD's first core alone has orthonormal columns (its rows' cosines say nothing about the tasks);
+    the factors carry the singular values, so when the tensor train is exact their cosines are the
+    cosines of the task gradients themselves."""
+    g = np.random.default_rng(1).normal(size=(4, 5, 3))
+    g[1] = 2.0 * g[0] + 0.1 * g[1]
+    flat = g.reshape(4, -1) / np.linalg.norm(g.reshape(4, -1), axis=1, keepdims=True)
+    factors = task_factors(g, 4)
+    assert np.allclose(factors @ factors.T, flat @ flat.T, atol=1e-8)
+    assert (factors @ factors.T)[0, 1] > 0.99
+
+
+def test_pruning_removes_members_that_do_not_agree_with_their_cluster():
+    """A cluster keeps only members whose mean distance to the others is below the bound (cos > 0 for
+    similarity); a cluster left with fewer than min_cluster_size members dissolves."""
+    d = np.full((6, 6), 0.6)
+    d[np.ix_([0, 1, 2], [0, 1, 2])] = 0.1
+    d[4, 5] = d[5, 4] = 0.55
+    np.fill_diagonal(d, 0.0)
+    labels = prune(np.array([0, 0, 0, 0, 1, 1]), d, 0.5, 2)
+    assert labels.tolist() == [0, 0, 0, -1, -1, -1]
+    assert prune(np.array([0, 0, 0, 0, 1, 1]), d, 0.7, 2).tolist() == [0, 0, 0, 0, 1, 1]
 
 
 def planted(groups, noise=0.05, sign=None, seed=0):
