@@ -18,7 +18,7 @@ from distmtl.engine.trainer import Trainer
 from distmtl.errors import ConfigError
 from distmtl.models import build_model
 from distmtl.sharing.factorise import task_factors
-from distmtl.sharing.grouping import group_tasks
+from distmtl.sharing.grouping import group_tasks, prune
 from distmtl.sharing.plan import Merge, plan_merges
 from distmtl.tasks import build_tasks
 
@@ -64,11 +64,13 @@ def test_capture_does_not_alter_the_update():
         assert torch.equal(a, b), name
 
 
-def test_capture_starts_at_the_start_epoch():
-    """Before ``start_epoch`` training steps capture no gradient and the epoch's end decides nothing."""
+def test_capture_starts_at_the_start_epoch_and_decides_once_the_window_is_full():
+    """Before ``start_epoch`` training steps capture no gradient and the epoch's end decides nothing; the
+    first decision comes after ``window`` captured epochs, and the window is part of the resumable state."""
     torch.manual_seed(0)
-    cfg = ModelConfig(**{**CFG, "selective": SelectiveConfig(hidden=8, start_epoch=1)})
+    cfg = ModelConfig(**{**CFG, "selective": SelectiveConfig(hidden=8, start_epoch=1, window=2)})
     controller = SelectiveSharingController(build_model(cfg, build_tasks(TASKS, target_specs()), 3).train())
+    losses = {t: 1.0 for t in TASKS}
 
     def step():
         out = controller.model(torch.rand(4, 3, 16, 16))
@@ -76,9 +78,16 @@ def test_capture_starts_at_the_start_epoch():
 
     step()
     assert not controller._gradients
-    assert not controller.end_epoch(DistContext(), 0, {t: 1.0 for t in TASKS}) and controller.last_plan is None
+    assert not controller.end_epoch(DistContext(), 0, losses) and controller.last_plan is None
     step()
     assert set(controller._gradients) == set(TASKS)
+    controller.end_epoch(DistContext(), 1, losses)
+    assert controller.last_plan is None and len(controller.state_dict()["window"]) == 1
+    norms = controller.state_dict()["window"][0].flatten(1).norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms))  # every epoch weighs alike
+    step()
+    controller.end_epoch(DistContext(), 2, losses)
+    assert set(controller.last_plan.labels) == set(TASKS)
 
 
 def test_factorisation_shapes_and_determinism():
@@ -87,6 +96,30 @@ def test_factorisation_shapes_and_determinism():
     assert a.shape == (6, 3) and np.array_equal(a, b)
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
     assert task_factors(g, 50).shape == (6, 6)  # the rank is capped by the number of tasks
+
+
+def test_factor_cosines_are_the_gradients_cosines():
+    """TT-SVD's first core alone has orthonormal columns (its rows' cosines say nothing about the tasks);
+    the factors carry the singular values, so when the tensor train is exact their cosines are the
+    cosines of the task gradients themselves."""
+    g = np.random.default_rng(1).normal(size=(4, 5, 3))
+    g[1] = 2.0 * g[0] + 0.1 * g[1]
+    flat = g.reshape(4, -1) / np.linalg.norm(g.reshape(4, -1), axis=1, keepdims=True)
+    factors = task_factors(g, 4)
+    assert np.allclose(factors @ factors.T, flat @ flat.T, atol=1e-8)
+    assert (factors @ factors.T)[0, 1] > 0.99
+
+
+def test_pruning_removes_members_that_do_not_agree_with_their_cluster():
+    """A cluster keeps only members whose mean distance to the others is below the bound (cos > 0 for
+    similarity); a cluster left with fewer than min_cluster_size members dissolves."""
+    d = np.full((6, 6), 0.6)
+    d[np.ix_([0, 1, 2], [0, 1, 2])] = 0.1
+    d[4, 5] = d[5, 4] = 0.55
+    np.fill_diagonal(d, 0.0)
+    labels = prune(np.array([0, 0, 0, 0, 1, 1]), d, 0.5, 2)
+    assert labels.tolist() == [0, 0, 0, -1, -1, -1]
+    assert prune(np.array([0, 0, 0, 0, 1, 1]), d, 0.7, 2).tolist() == [0, 0, 0, 0, 1, 1]
 
 
 def planted(groups, noise=0.05, sign=None, seed=0):
@@ -176,29 +209,38 @@ def ss_config(**overrides):
     return small_config(**{**base, **overrides})
 
 
+GEOMETRY, APPEARANCE = ("fine", "coarse", "shape"), ("colour", "texture")
+TRUTH = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
+
+
 def test_groups_agree_with_the_generators_construction(tmp_path):
     """Geometry tasks (fine, coarse, shape) are related by construction; colour and texture are
-    independent of them and of each other. Agreement: adjusted Rand index of the found groups."""
-    reporter = LocalReporter(tmp_path)
-    final = train(ss_config(), reporter)
-    branch_of = load_checkpoint(reporter.checkpoints[-1]).structure["branch_of"]
-    truth = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
-    assert adjusted_rand_score([truth[t] for t in TASKS], [branch_of[t] for t in TASKS]) == 1.0
-    unmerged = model_of(ss_config()).parameter_counts()
-    branch = unmerged["branches"] // len(TASKS)
-    branches = [r["selective/branches"] for r in reporter.history]
-    assert branches[-1] == 3 and branches == sorted(branches, reverse=True)  # merged, and never split again
-    assert final["params/branches"] == 3 * branch and final["params/total"] == unmerged["total"] - 2 * branch
-    artifacts = sorted(p.name for p in (reporter.checkpoints[0] / "artifacts").iterdir())
-    assert artifacts == ["selective_groups_epoch000.json", "selective_relatedness_epoch000.json",
-                         "selective_relatedness_epoch000.png"]
+    independent of them and of each other. Over several data and training seeds, the groups found
+    agree with that construction (adjusted Rand index), fine and coarse (coarse = fine // 3) always
+    share a branch, and merged models count their parameters right."""
+    scores = []
+    for seed in (0, 1, 2):
+        reporter = LocalReporter(tmp_path / str(seed))
+        config = ss_config(**{"train.seed": seed, "data.seed": seed, "optim.epochs": 6})
+        final = train(config, reporter)
+        branch_of = load_checkpoint(reporter.checkpoints[-1]).structure["branch_of"]
+        scores.append(adjusted_rand_score([TRUTH[t] for t in TASKS], [branch_of[t] for t in TASKS]))
+        assert branch_of["fine"] == branch_of["coarse"], (seed, branch_of)
+        unmerged = model_of(config).parameter_counts()
+        branch = unmerged["branches"] // len(TASKS)
+        branches = [r["selective/branches"] for r in reporter.history]
+        assert branches == sorted(branches, reverse=True)  # merged, and never split again
+        merged_away = len(TASKS) - branches[-1]
+        assert final["params/branches"] == branches[-1] * branch
+        assert final["params/total"] == unmerged["total"] - merged_away * branch
+    assert np.mean(scores) >= 0.6, scores
 
 
 def test_no_capture_or_merge_before_the_start_epoch(tmp_path):
     """With start_epoch 1, epoch 0 keeps every branch and decides nothing (no task labels, no relatedness
-    figure); epoch 1 groups the tasks from its own gradients and merges."""
+    figure); with a one-epoch window, epoch 1 groups the tasks from its own gradients."""
     reporter = LocalReporter(tmp_path)
-    train(ss_config(**{"model.selective.start_epoch": 1}), reporter)
+    train(ss_config(**{"model.selective.start_epoch": 1, "model.selective.window": 1}), reporter)
     assert [r["selective/branches"] for r in reporter.history][0] == len(TASKS)
     for epoch, checkpoint in enumerate(reporter.checkpoints):
         files = sorted(p.name for p in (checkpoint / "artifacts").iterdir())
@@ -206,7 +248,6 @@ def test_no_capture_or_merge_before_the_start_epoch(tmp_path):
         decided = epoch >= 1
         assert (f"selective_relatedness_epoch{epoch:03d}.png" in files) == decided
         assert set(groups["labels"]) == (set(TASKS) if decided else set())
-    assert reporter.history[1]["selective/branches"] < len(TASKS)
 
 
 def test_locks_after_patience_epochs_without_a_merge():
@@ -214,7 +255,7 @@ def test_locks_after_patience_epochs_without_a_merge():
     structure locks, at the epoch that completed the count, and the branches never change."""
     config = small_config(**{"tasks": ["fine", "colour", "shape"], "model.architecture": "selective_sharing",
                              "model.selective.hidden": 8, "model.selective.min_cluster_size": 4,
-                             "model.selective.patience": 2, "optim.epochs": 3})
+                             "model.selective.patience": 2, "model.selective.window": 1, "optim.epochs": 3})
     reporter = LocalReporter()
     final = train(config, reporter)
     assert [r["selective/locked"] for r in reporter.history] == [0.0, 1.0, 1.0]
@@ -229,7 +270,7 @@ def test_resuming_after_a_merge_rebuilds_the_merged_model(tmp_path):
         load_checkpoint(first.checkpoints[-1]).structure["branch_of"]["fine"]
     resumed_reporter = LocalReporter(resume_from=first.checkpoints[-1])
     resumed = train(ss_config(**{"optim.epochs": 3}), resumed_reporter)
-    assert resumed["selective/branches"] == 3
+    assert resumed["selective/branches"] == straight["selective/branches"] < len(TASKS)
     for key in ("val/loss", "test/fine/accuracy", "test/shape/mse", "selective/branch_map_crc32"):
         assert resumed[key] == pytest.approx(straight[key], rel=1e-5), key
 

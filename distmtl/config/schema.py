@@ -104,8 +104,10 @@ class SelectiveConfig(_Section):
     epsilon: float = Field(0.25, ge=0, le=1, description="HDBSCAN cluster_selection_epsilon on [0, 1] task distances.")
     tt_rank: int = Field(4, ge=1, description="Tensor-train rank r: the length of every task's factor.")
     merge: Literal["lowest_loss", "mean", "max", "min"] = "lowest_loss"
-    patience: int = Field(3, ge=1, description="Lock after this many epochs without a merge.")
+    patience: int = Field(3, ge=1, description="Lock after this many decisions in a row without a merge.")
     start_epoch: int = Field(0, ge=0, description="First epoch whose gradients are captured (a warm-up before grouping).")
+    window: int = Field(2, ge=1, description="Epochs of captured gradients (each task's unit-norm epoch sum, added up) "
+                                             "behind every grouping decision; one epoch's direction is noisy.")
 
 
 class ModelConfig(_Section):

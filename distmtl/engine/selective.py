@@ -3,11 +3,15 @@
 Every training step, the gradient of each task's loss with respect to its branch point (the
 first layer of its branch) is captured with ``torch.autograd.grad`` — never written to ``.grad``,
 so the update is the same as without capture — and summed over the epoch. At the end of each
-epoch the sums are all-reduced across ranks; rank 0 factorises them (tensor train), groups the
-tasks (HDBSCAN, by the configured criterion) and plans the merges; the plan is broadcast and every
-rank applies it, so the models stay identical. Capture starts at ``start_epoch`` (early on, when
-every task still learns its base rate, all gradients look alike) and stops once every task shares
-a branch with another, or after ``patience`` epochs without a merge: the lock epoch.
+epoch the sums are all-reduced across ranks and each task's sum is scaled to unit norm, so that every
+epoch weighs alike (gradients shrink as training goes on). A decision reads the sum of the last
+``window`` epochs: one epoch's gradient direction is noisy, and a merge cannot be undone. Rank 0
+factorises that sum (tensor train), groups the tasks (HDBSCAN, by the configured criterion) and plans
+the merges; the plan is broadcast and every rank applies it, so the models stay identical. After a
+merge the window starts afresh: the merged tasks' gradients now belong to one branch. Capture starts
+at ``start_epoch`` (early on, when every task still learns its base rate, all gradients look alike)
+and stops once every task shares a branch with another, or after ``patience`` decisions without a
+merge: the lock epoch.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class SelectiveSharingController:
         self.locked, self.lock_epoch, self.quiet_epochs = False, -1, 0
         self.last_plan: MergePlan | None = None
         self._gradients: dict[str, torch.Tensor] = {}
+        self._window: list[torch.Tensor] = []  # the last epochs' unit-norm task gradients (K×hidden×hidden each)
 
     @property
     def capturing(self) -> bool:
@@ -58,7 +63,11 @@ class SelectiveSharingController:
         stacked = torch.stack([self._gradients.get(t, zeros) for t in self.model.task_names]).double()
         self._gradients = {}
         ctx.all_reduce_sum(stacked)
-        plan = decide(stacked.cpu().numpy(), self.model.task_names, self.model.branch_of, mean_losses, self.cfg) \
+        self._window = [*self._window, _unit_norm(stacked).cpu()][-self.cfg.window:]
+        if len(self._window) < self.cfg.window:
+            return False
+        gradients = torch.stack(self._window).sum(0).numpy()
+        plan = decide(gradients, self.model.task_names, self.model.branch_of, mean_losses, self.cfg) \
             if ctx.is_main else None
         plan = ctx.broadcast_object(plan)
         self.apply(plan, epoch)
@@ -68,6 +77,8 @@ class SelectiveSharingController:
         """Merge as planned and update the stop state (identically on every rank)."""
         self.model.merge(plan.merges)
         self.last_plan = plan
+        if plan.changes:
+            self._window = []
         self.quiet_epochs = 0 if plan.changes else self.quiet_epochs + 1
         if every_task_grouped(self.model.branch_of) or self.quiet_epochs >= self.cfg.patience:
             self.locked, self.lock_epoch = True, epoch
@@ -86,8 +97,15 @@ class SelectiveSharingController:
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "locked": self.locked, "lock_epoch": self.lock_epoch,
-                "quiet_epochs": self.quiet_epochs}
+                "quiet_epochs": self.quiet_epochs, "window": list(self._window)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.locked = state["epoch"], state["locked"]
         self.lock_epoch, self.quiet_epochs = state["lock_epoch"], state["quiet_epochs"]
+        self._window = list(state.get("window", []))
+
+
+def _unit_norm(stacked: torch.Tensor) -> torch.Tensor:
+    """Each task's gradient (a row of ``stacked``) scaled to unit Frobenius norm; zero rows stay zero."""
+    norms = stacked.flatten(1).norm(dim=1).clamp(min=torch.finfo(stacked.dtype).tiny)
+    return stacked / norms.view(-1, *([1] * (stacked.dim() - 1)))

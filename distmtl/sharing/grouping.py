@@ -14,6 +14,14 @@ All distances lie in [0, 1]. HDBSCAN then runs on the precomputed matrix with
 tasks the whole set is often HDBSCAN's only candidate cluster) and ``cluster_selection_epsilon``
 = ``epsilon``: clusters closer than ``epsilon`` are not split further. Label −1 (HDBSCAN's noise)
 means "keep its own branch".
+
+HDBSCAN's clusters are relative: with a handful of tasks, the ones left over after the densest
+group often form a cluster of their own even when their gradients are unrelated. For
+``similarity`` and ``dissimilarity`` the distance 1/2 is a natural bound (cos = 0: gradients
+neither agree nor oppose), so every cluster is pruned: while some member's mean distance to the
+other members is at least 1/2, the farthest such member leaves (label −1); a cluster left smaller
+than ``min_cluster_size`` dissolves. ``variance`` distances are relative by definition and are not
+pruned.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import numpy as np
 from scipy.spatial.distance import pdist, squareform
 
 CRITERIA = ("similarity", "dissimilarity", "variance")
+NEUTRAL = {"similarity": 0.5, "dissimilarity": 0.5}  # the distance of orthogonal gradients (cos = 0)
 
 
 def cosine_similarity(factors: np.ndarray) -> np.ndarray:
@@ -52,4 +61,26 @@ def group_tasks(factors: np.ndarray, criterion: str, min_cluster_size: int, epsi
     clusterer = hdbscan.HDBSCAN(metric="precomputed", min_cluster_size=min_cluster_size, min_samples=1,
                                 cluster_selection_method="eom", allow_single_cluster=True,
                                 cluster_selection_epsilon=epsilon)
-    return clusterer.fit_predict(np.maximum(matrix, 0.0))
+    labels = clusterer.fit_predict(np.maximum(matrix, 0.0))
+    return prune(labels, matrix, NEUTRAL[criterion], min_cluster_size) if criterion in NEUTRAL else labels
+
+
+def prune(labels: np.ndarray, matrix: np.ndarray, bound: float, min_cluster_size: int) -> np.ndarray:
+    """``labels`` with every cluster reduced to members whose mean distance to the others is below ``bound``.
+
+    The member farthest on average leaves first, one at a time (its departure changes the others'
+    means); a cluster smaller than ``min_cluster_size`` afterwards dissolves into −1 labels.
+    """
+    labels = labels.copy()
+    for cluster in sorted(set(labels.tolist()) - {-1}):
+        members = [int(i) for i in np.flatnonzero(labels == cluster)]
+        while len(members) >= 2:
+            block = matrix[np.ix_(members, members)]
+            mean = block.sum(axis=1) / (len(members) - 1)
+            worst = int(np.argmax(mean))
+            if mean[worst] < bound:
+                break
+            labels[members.pop(worst)] = -1
+        if len(members) < min_cluster_size:
+            labels[members] = -1
+    return labels
