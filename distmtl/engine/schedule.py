@@ -33,9 +33,8 @@ class LearningRateSchedule:
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        """Set the learning rates for ``step``; return the first group's."""
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Set every group's learning rate for ``step``."""
         factor = self.factor(step)
         for group in optimizer.param_groups:
             group["lr"] = group[BASE_LR] * factor
-        return optimizer.param_groups[0]["lr"]
