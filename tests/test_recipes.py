@@ -93,6 +93,9 @@ def test_quick_recipe_table_is_what_its_child_runs_logged(name, store, tmp_path,
             if (row["dataset"], row["variant"], column) in expected["empty"]:
                 assert logged == [] and cell["n"] == 0 and cell["text"] == "", (row["variant"], column)
                 continue
+            if column == "lock epoch" and not logged:  # no seed's branches locked within the quick epochs
+                assert cell["n"] == 0 and cell["text"] == "", row["variant"]
+                continue
             assert logged, (row["variant"], column, "no child run logged it")
             assert all(math.isfinite(v) for v in logged) and cell["n"] == len(logged)
             assert cell["mean"] == pytest.approx(sum(logged) / len(logged), rel=1e-9, abs=1e-12)

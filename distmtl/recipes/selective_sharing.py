@@ -71,6 +71,6 @@ register(Recipe(
     compare=("fine acc.", "mean bal. acc. (one-vs-all)"),
     quick={"data.num_samples": 300, "data.image_size": 16, "data.batch_size": 32, "model.channels": [8, 16],
            "model.bottleneck": 16, "optim.epochs": 3, "model.selective.start_epoch": 0,
-           "model.selective.patience": 1},
+           "model.selective.patience": 1, "model.selective.window": 1},
     default_seeds=5,
 ))
