@@ -59,9 +59,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A real local Ray cluster (2 logical CPUs), started once for all integration tests.
+    """A real local Ray cluster (2 logical CPUs), started for each test module that uses it.
+
+    One cluster per module, not per session: a pytest process that has driven many Ray Train runs can stop
+    hearing from the cluster about new actors (observed in Ray 2.60: a trial actor the GCS reports created
+    stays "dependencies unready" for its owner, and Tune waits for it forever), so no module inherits
+    another's driver state.
 
     Its processes (and drivers that tests start against it) inherit ``RAY_API_SERVER_ADDRESS``, the
     address of its own dashboard: Ray Train's placement-group cleaner otherwise looks the cluster up
@@ -72,6 +77,8 @@ def ray_cluster():
     port = free_port()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
+        if ray.is_initialized():  # a CLI test of another module started its own local cluster in-process
+            ray.shutdown()
         ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port)
         yield ray
         ray.shutdown()

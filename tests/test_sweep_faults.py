@@ -64,8 +64,12 @@ def test_a_sweep_stopped_with_ctrl_c_resumes_with_every_trial_once_in_mlflow(ray
     assert sorted(r.info.status for r in before.values()) == ["FINISHED", "KILLED"]  # nothing left RUNNING
     (interrupted,) = [t for t, r in before.items() if r.info.status == "KILLED"]
 
-    assert main([*args, "--resume"]) == 0
-    assert "sweep 'resumable': 3 trial(s)" in capsys.readouterr().out
+    # resumed by a new driver process, as a user would (a long-lived in-process driver that has already run
+    # many Ray Train jobs can wait forever for a new trial actor's readiness)
+    resumed = subprocess.run([sys.executable, "-m", "distmtl", *args, "--resume", "--address", address], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "sweep 'resumable': 3 trial(s)" in resumed.stdout
 
     after = runs_by_trial(uri, "resumable")
     assert len(after) == 3 and {r.info.status for r in after.values()} == {"FINISHED"}
