@@ -116,7 +116,9 @@ def test_a_run_begun_while_the_server_is_down_is_replayed_by_the_cli_into_anothe
     assert main(["mlflow", "replay", str(journal), "--mlflow-uri", store]) == 0
     assert "wrote 8 record(s)" in capsys.readouterr().out and not journal.exists()
     client = MlflowClient(store)
-    (replayed,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    experiment = client.get_experiment_by_name("exp")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
+    (replayed,) = client.search_runs([experiment.experiment_id])
     assert replayed.info.status == "FAILED" and replayed.info.run_name == "trial-b"
     assert replayed.data.params["model.dropout"] == "0.2" and replayed.data.tags["distmtl.trial_id"] == "b"
     assert replayed.data.tags["distmtl.failure_reason"].startswith("diverged at epoch 2")

@@ -30,6 +30,7 @@ log = logging.getLogger("distmtl")
 BOUNDED_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 _OFFLINE_PREFIX = "offline-"
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 _HEADER = "distmtl_mlflow_journal"
 #: Errors by which a store that answered refuses a record; sending it again would not help.
 _REFUSALS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
@@ -46,13 +47,23 @@ def first_line(exc: Exception) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created if missing, tagged as model training: MLflow 3's UI opens an
+    experiment without a kind on its GenAI overview (traces, tokens) instead of the runs table."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+    if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # created by hand or by an older distmtl
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    return found.experiment_id
+
+
 def apply_operation(client: MlflowClient, op: dict[str, Any], ids: dict[str, str]) -> None:
     """Apply one operation; runs created offline are named by a placeholder that ``ids`` maps to the real id."""
     run = ids.get(op.get("run", ""), op.get("run"))
     kind = op["op"]
     if kind == "create_run":
-        found = client.get_experiment_by_name(op["experiment"])
-        experiment_id = found.experiment_id if found else client.create_experiment(op["experiment"])
+        experiment_id = ensure_experiment(client, op["experiment"])
         ids[op["run"]] = client.create_run(experiment_id, run_name=op["run_name"], tags=op["tags"]).info.run_id
     elif kind == "log_batch":
         client.log_batch(run, metrics=[Metric(*m) for m in op.get("metrics", [])],
