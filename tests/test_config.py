@@ -165,7 +165,23 @@ def test_dry_run_prints_the_resolved_space(capsys):
     out = capsys.readouterr().out
     assert "weighting.weights.shape  choice [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0]" in out
     assert "optim.weight_decay       loguniform [1e-06, 0.01]" in out
-    assert "metric        val/loss (min)" in out
+    assert "metric        val/fine/accuracy (max)" in out
+
+
+@pytest.mark.parametrize("metric", ["val/loss", "val/loss_unweighted", "val/fine/accuracy"])
+def test_a_metric_scaled_by_a_searched_weight_is_refused_in_one_line(metric, tmp_path, capsys):
+    """val/loss is Σ λ·L: with λ searched, small λ would win by construction; λ-free metrics are accepted."""
+    base = write(tmp_path, GOOD, "base.yaml")
+    space = write(tmp_path, f"base: base.yaml\nmetric: {metric}\nparameters:\n"
+                            "  weighting.weights.shape: {type: choice, values: [0.5, 2.0]}\n", "space.yaml")
+    rc = main(["tune", "--space", str(space), "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    if metric != "val/loss":
+        assert rc == 0 and not err
+        return
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert all(word in err for word in ("weighting.weights.shape", "'val/loss'", "val/loss_unweighted",
+                                        "val/fine/accuracy"))
 
 
 def test_a_cross_validated_space_scores_trials_by_the_fold_mean(tmp_path):

@@ -290,8 +290,11 @@ def _has_unused_parameters(model: MultiTaskModel, image_shape: tuple[int, ...], 
 
 
 def _flatten(split: str, losses: Losses, metrics: TaskMetrics, weights: dict[str, float]) -> dict[str, float]:
-    """``{split}/loss`` (weighted sum) plus ``{split}/{task}/loss`` and ``{split}/{task}/{metric}``."""
-    flat = {f"{split}/loss": sum(weights[t] * v for t, v in losses.items())}
+    """``{split}/loss`` (sum weighted by the static task weights), ``{split}/loss_unweighted`` (plain sum: no
+    weight scales it, so a sweep over the weights can rank by it), ``{split}/{task}/loss`` and
+    ``{split}/{task}/{metric}``."""
+    flat = {f"{split}/loss": sum(weights[t] * v for t, v in losses.items()),
+            f"{split}/loss_unweighted": sum(losses.values())}
     for task, loss in losses.items():
         flat[f"{split}/{task}/loss"] = loss
         flat.update({f"{split}/{task}/{name}": value for name, value in metrics[task].items()})

@@ -94,7 +94,7 @@ def build_tasks(names: list[str], specs: dict[str, TargetSpec]) -> dict[str, Tas
 
 def selectable_metrics(tasks: dict[str, Task]) -> dict[str, str]:
     """Every validation metric the engine reports, with the direction in which it improves."""
-    names = {"val/loss": "min"}
+    names = {"val/loss": "min", "val/loss_unweighted": "min"}
     for name, task in tasks.items():
         names[f"val/{name}/loss"] = "min"
         names.update({f"val/{name}/{metric}": mode for metric, mode in task.metric_modes.items()})

@@ -149,6 +149,13 @@ class Space:
                 f"{self.path}: metric '{self.file.metric}' is not reported by tasks {self.base_config.tasks} "
                 f"(choose one of: {', '.join(metrics)})"
             )
+        weights = [key for key in self.file.parameters if key.startswith("weighting.weights.")]
+        if self.file.metric == "val/loss" and weights:
+            raise ConfigError(
+                f"{self.path}: metric 'val/loss' is the loss weighted by the searched {', '.join(weights)}, so "
+                "smaller weights score better by construction; rank by a metric no searched parameter scales: "
+                f"val/loss_unweighted or a task's own (e.g. {_task_metric(metrics)})"
+            )
         self.metric = self.file.metric
         self.mode = self.file.mode or metrics[self.metric]
         # With cross-validation a trial reports once: the folds' mean of their best-epoch metric.
@@ -189,3 +196,9 @@ class Space:
         width = max(map(len, f.parameters))
         lines += [f"  {key:<{width}}  {p.describe()}" for key, p in f.parameters.items()]
         return "\n".join(lines)
+
+
+def _task_metric(metrics: dict[str, str]) -> str:
+    """A task's own quality metric to suggest (its loss where it reports nothing else)."""
+    own = [k for k in metrics if k.count("/") == 2]
+    return next((k for k in own if not k.endswith("/loss")), own[0])
