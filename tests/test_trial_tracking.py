@@ -79,3 +79,23 @@ def test_resume_without_a_sweep_to_resume_is_refused_before_anything_starts(tmp_
     assert rc == 2
     assert capsys.readouterr().err.strip() == (f"distmtl: error: --resume: no sweep to resume at {tmp_path}/quick "
                                                "(check --storage and --experiment)")
+
+
+def test_a_trial_the_scheduler_stopped_early_is_tagged_with_its_last_epoch(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = Space(REPO / "search_spaces/quick.yaml")
+    logger = MlflowTrialLogger(uri, "sweep", space, sweep=str(tmp_path / "s"))
+    full, stopped = trial("cccc_00001"), trial("cccc_00002")
+    for t, epochs in ((full, space.base_config.optim.epochs), (stopped, 2)):
+        logger.on_trial_start(0, [], t)
+        for e in range(epochs):
+            logger.on_trial_result(0, [], t, epoch(e))
+        logger.on_trial_complete(0, [], t)
+
+    client = MlflowClient(uri)
+    runs = {r.data.tags["distmtl.trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert "distmtl.stopped_at_epoch" not in runs["cccc_00001"].data.tags
+    assert runs["cccc_00002"].data.tags["distmtl.stopped_at_epoch"] == "1"
+    assert runs["cccc_00002"].data.tags["distmtl.stopped_by"] == "asha"
+

@@ -25,6 +25,8 @@ log = logging.getLogger("distmtl")
 
 TRIAL_TAG = "distmtl.trial_id"
 SWEEP_TAG = "distmtl.sweep"
+#: On the run of a trial the scheduler ended before its last epoch: that epoch (0-based) and the scheduler.
+STOPPED_AT_TAG, STOPPED_BY_TAG = "distmtl.stopped_at_epoch", "distmtl.stopped_by"
 _LOST = "its trial was lost: the sweep's driver stopped before it saved the trial (the trial did not finish)"
 
 
@@ -58,7 +60,7 @@ class MlflowTrialLogger(Callback):
             self.runs[trial.trial_id] = MlflowRun.reopen(self.writer, existing)
             log.info("trial %s continues MLflow run %s", trial.trial_id, existing)
             return
-        sampled = {k: v for k, v in trial.config.items() if k in self.space.file.parameters}
+        sampled = self._sampled(trial)
         config = self.space.trial_config(sampled).model_dump()
         tags = {TRIAL_TAG: trial.trial_id, SWEEP_TAG: self.sweep, "distmtl.space": str(self.space.path),
                 **{f"searched.{k}": str(v) for k, v in sampled.items()}}
@@ -78,6 +80,13 @@ class MlflowTrialLogger(Callback):
                 run.log_checkpoint_artifacts(directory)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """FAILED if its training failed; else FINISHED, tagged with the epoch it stopped at when the scheduler
+        (ASHA) ended it early, so early-stopped trials stand out in the runs table."""
+        run = self.runs.get(trial.trial_id)
+        if run is not None and trial.trial_id not in self.failures and self.space.scheduler_name == "asha":
+            planned = self.space.trial_config(self._sampled(trial)).optim.epochs
+            if 0 <= run.last_epoch < planned - 1:
+                run.set_tags({STOPPED_AT_TAG: str(run.last_epoch), STOPPED_BY_TAG: self.space.scheduler_name})
         self._finish(trial.trial_id, "FAILED" if trial.trial_id in self.failures else "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -99,6 +108,9 @@ class MlflowTrialLogger(Callback):
                 run.set_tags({FAILURE_TAG: _LOST})
             run.finish({Trial.TERMINATED: "FINISHED", Trial.ERROR: "FAILED"}.get(status.get(trial_id), "KILLED"))
         self.writer.close()
+
+    def _sampled(self, trial: Any) -> dict[str, Any]:
+        return {k: v for k, v in trial.config.items() if k in self.space.file.parameters}
 
     def _finish(self, trial_id: str, status: str) -> None:
         run = self.runs.pop(trial_id, None)
