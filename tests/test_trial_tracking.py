@@ -7,6 +7,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from distmtl.cli import main
+from distmtl.tune.console import ConsoleProgress
 from distmtl.tune.space import Space
 from distmtl.tune.tracking_callback import MlflowTrialLogger
 
@@ -99,3 +100,22 @@ def test_a_trial_the_scheduler_stopped_early_is_tagged_with_its_last_epoch(tmp_p
     assert runs["cccc_00002"].data.tags["distmtl.stopped_at_epoch"] == "1"
     assert runs["cccc_00002"].data.tags["distmtl.stopped_by"] == "asha"
 
+
+
+def test_the_console_says_one_line_per_trial_start_and_end(capsys):
+    space = Space(REPO / "search_spaces/quick.yaml")
+    console = ConsoleProgress(space, num_samples=3)
+    full, stopped, diverged = trial("dddd_00001"), trial("dddd_00002"), trial("dddd_00003")
+    for t, epochs in ((full, space.base_config.optim.epochs), (stopped, 2)):
+        console.on_trial_start(0, [], t)
+        for e in range(epochs):
+            t.update_last_result({**epoch(e), "val/loss_unweighted": 2.0 - e / 10})
+        console.on_trial_complete(0, [], t)
+    diverged.update_last_result({"epoch": 0, "failure": "diverged at epoch 0, step 3: loss nan",
+                                 "val/loss_unweighted": float("inf"), "training_iteration": 1})
+    console.on_trial_complete(0, [], diverged)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("trial dddd_00001 started: weighting.weights.shape=0.5, optim.weight_decay=0.0001")
+    assert lines[1] == "trial dddd_00001 finished (6 epochs); best val/loss_unweighted 1.5 [1 of 3 ended]"
+    assert lines[3] == "trial dddd_00002 stopped by asha after 2 of 6 epochs; best val/loss_unweighted 1.9 [2 of 3 ended]"
+    assert lines[4] == "trial dddd_00003 failed: diverged at epoch 0, step 3: loss nan [3 of 3 ended]"

@@ -92,6 +92,7 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     from ray.tune.search.optuna import OptunaSearch
 
     from distmtl.tracking import default_tracking_uri
+    from distmtl.tune.console import ConsoleProgress
     from distmtl.tune.tracking_callback import MlflowTrialLogger
 
     f = space.file
@@ -137,8 +138,9 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
                 max_concurrent_trials=max_concurrent,
                 trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
             ),
-            run_config=tune.RunConfig(name=experiment, storage_path=storage_path,
-                                      callbacks=[MlflowTrialLogger(tracking_uri, experiment, space, sweep_path)]),
+            run_config=tune.RunConfig(name=experiment, storage_path=storage_path, verbose=0,  # ConsoleProgress speaks
+                                      callbacks=[MlflowTrialLogger(tracking_uri, experiment, space, sweep_path),
+                                                 ConsoleProgress(space, num_samples)]),
         )
     results = tuner.fit()
     failed = {_trial_id(r): _failure(r) for r in results if _failure(r)}

@@ -1,0 +1,56 @@
+"""One line per trial event on the driver's console, in place of Tune's full-width status table.
+
+Tune's default output reprints a table of every trial several times a minute; a sweep's user wants to
+know when a trial starts (with what), how it ended (finished, stopped early by the scheduler, failed and
+why) and its score. The workers' own epoch lines still appear as Ray forwards them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.tune import Callback
+
+from distmtl.launch.ray_train import FAILURE_KEY
+from distmtl.tune.space import Space
+from distmtl.tune.tracking_callback import error_line
+
+
+class ConsoleProgress(Callback):
+    """Prints ``trial <id> started: …`` and ``trial <id> finished|stopped|failed …`` lines (k of N)."""
+
+    def __init__(self, space: Space, num_samples: int) -> None:
+        self.space = space
+        self.num_samples = num_samples
+        self.ended = 0
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        sampled = ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items() if k in self.space.file.parameters)
+        print(f"trial {trial.trial_id} started: {sampled}", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        if FAILURE_KEY in result:
+            self._ended(trial, f"failed: {result[FAILURE_KEY]}")
+            return
+        epochs = int(result.get("epoch", -1)) + 1
+        planned = self.space.trial_config(
+            {k: v for k, v in trial.config.items() if k in self.space.file.parameters}).optim.epochs
+        how = (f"stopped by {self.space.scheduler_name} after {epochs} of {planned} epochs"
+               if 0 < epochs < planned and self.space.scheduler_name == "asha" else f"finished ({epochs} epochs)")
+        metric, mode = self.space.tune_metric, self.space.mode
+        best = (trial.metric_analysis.get(metric) or {}).get(mode)
+        score = f"; best {metric} {best:.4g}" if isinstance(best, float) and math.isfinite(best) else ""
+        self._ended(trial, how + score)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial, f"failed: {error_line(trial)}")
+
+    def _ended(self, trial: Any, what: str) -> None:
+        self.ended += 1
+        print(f"trial {trial.trial_id} {what} [{self.ended} of {self.num_samples} ended]", flush=True)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
