@@ -138,8 +138,9 @@ def test_a_sweep_submitted_to_the_head_runs_its_workers_on_both_nodes(two_nodes,
     assert len(drivers) == 2 and set(drivers) == set(state["head"])  # trial drivers stay on the head
 
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("twonode").experiment_id])
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    found = client.search_runs([client.get_experiment_by_name("twonode").experiment_id])
+    runs = [r for r in found if "distmtl.trial_id" in r.data.tags]
+    assert len(runs) == 2 and {r.info.status for r in found} == {"FINISHED"} and len(found) == 3  # + the sweep's parent
     logged = [[m.step for m in client.get_metric_history(r.info.run_id, "val/loss")] for r in runs]
     assert [0, 1] in logged  # ASHA may stop the second trial after its first epoch, never the first
     for run, epochs in zip(runs, logged):

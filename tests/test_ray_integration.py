@@ -49,8 +49,11 @@ def test_tune_sweep_logs_one_run_per_trial_with_params_and_per_task_metrics(ray_
     assert "sweep 'sweep': 2 trial(s)" in out and "best trial" in out
 
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
-    assert len(runs) == 2
+    found = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    (parent,) = [r for r in found if "distmtl.sweep_of" in r.data.tags]
+    runs = [r for r in found if r is not parent]
+    assert len(runs) == 2 and {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.tags["distmtl.best_trial_id"] in out
     for run in runs:
         assert run.info.status == "FINISHED"
         assert SIX <= set(run.data.params)

@@ -27,7 +27,12 @@ def runs_by_trial(uri: str, experiment: str) -> dict:
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id]) if found else []
-    return {r.data.tags["distmtl.trial_id"]: r for r in runs}
+    return {r.data.tags["distmtl.trial_id"]: r for r in runs if "distmtl.trial_id" in r.data.tags}
+
+
+def sweep_parents(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.`distmtl.sweep_of` != ''")
 
 
 def test_a_sweep_stopped_with_ctrl_c_resumes_with_every_trial_once_in_mlflow(ray_cluster, tmp_path, capsys):
@@ -63,6 +68,8 @@ def test_a_sweep_stopped_with_ctrl_c_resumes_with_every_trial_once_in_mlflow(ray
     before = runs_by_trial(uri, "resumable")
     assert sorted(r.info.status for r in before.values()) == ["FINISHED", "KILLED"]  # nothing left RUNNING
     (interrupted,) = [t for t, r in before.items() if r.info.status == "KILLED"]
+    (parent,) = sweep_parents(uri, "resumable")
+    assert parent.info.status == "KILLED"
 
     # resumed by a new driver process, as a user would (a long-lived in-process driver that has already run
     # many Ray Train jobs can wait forever for a new trial actor's readiness)
@@ -72,6 +79,8 @@ def test_a_sweep_stopped_with_ctrl_c_resumes_with_every_trial_once_in_mlflow(ray
     assert "sweep 'resumable': 3 trial(s)" in resumed.stdout
 
     after = runs_by_trial(uri, "resumable")
+    assert [(p.info.run_id, p.info.status) for p in sweep_parents(uri, "resumable")] == [(parent.info.run_id, "FINISHED")]
+    assert {r.data.tags["mlflow.parentRunId"] for r in after.values()} == {parent.info.run_id}
     assert len(after) == 3 and {r.info.status for r in after.values()} == {"FINISHED"}
     assert {t: r.info.run_id for t, r in after.items() if t in before} == {t: r.info.run_id for t, r in before.items()}
     client = MlflowClient(uri)

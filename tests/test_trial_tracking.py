@@ -119,3 +119,40 @@ def test_the_console_says_one_line_per_trial_start_and_end(capsys):
     assert lines[1] == "trial dddd_00001 finished (6 epochs); best val/loss_unweighted 1.5 [1 of 3 ended]"
     assert lines[3] == "trial dddd_00002 stopped by asha after 2 of 6 epochs; best val/loss_unweighted 1.9 [2 of 3 ended]"
     assert lines[4] == "trial dddd_00003 failed: diverged at epoch 0, step 3: loss nan [3 of 3 ended]"
+
+
+def test_a_sweep_has_one_parent_run_with_its_trials_nested_and_the_best_one_named(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = Space(REPO / "search_spaces/quick.yaml")  # val/loss_unweighted, min
+    logger = MlflowTrialLogger(uri, "sweep", space, sweep=str(tmp_path / "s"), num_samples=3)
+    restored = pickle.loads(pickle.dumps(logger))
+    logger.setup()
+    good, better, interrupted = trial("eeee_00001"), trial("eeee_00002"), trial("eeee_00003")
+    for t, scores in ((good, [3.0, 2.5]), (better, [2.8, 2.0, 1.5])):
+        logger.on_trial_start(0, [], t)
+        for e, score in enumerate(scores):
+            result = {**epoch(e), "val/loss_unweighted": score}
+            t.update_last_result(result)
+            logger.on_trial_result(0, [], t, result)
+        t.set_status(Trial.TERMINATED)
+        logger.on_trial_complete(0, [], t)
+    logger.on_trial_start(0, [], interrupted)
+    logger.on_experiment_end([good, better, interrupted])  # Ctrl-C while the third trial runs
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("sweep").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`distmtl.sweep_of` != ''")
+    assert parent.info.status == "KILLED"  # the sweep did not end: --resume continues it
+    assert parent.data.tags["distmtl.best_trial_id"] == "eeee_00002"
+    assert parent.data.tags["best.weighting.weights.shape"] == "0.5"
+    assert parent.data.metrics["best/val/loss_unweighted"] == 1.5 and parent.data.metrics["sweep/trials_ended"] == 2
+    assert parent.data.params["metric"] == "val/loss_unweighted" and parent.data.params["scheduler.name"] == "asha"
+    artifacts = {f.path for f in client.list_artifacts(parent.info.run_id)}
+    assert {"quick.yaml", "trials.md", "trials.json"} <= artifacts
+    trials = [r for r in client.search_runs([experiment]) if "distmtl.trial_id" in r.data.tags]
+    assert len(trials) == 3 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+
+    restored.setup()  # the resumed sweep's driver: the same parent, RUNNING again
+    assert restored.parent.run_id == parent.info.run_id
+    assert client.get_run(parent.info.run_id).info.status == "RUNNING"
+    assert len(client.search_runs([experiment], "tags.`distmtl.sweep_of` != ''")) == 1

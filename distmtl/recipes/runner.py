@@ -70,7 +70,7 @@ def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experi
         table = build_table(recipe, rows)
         markdown = _document(recipe, table, command, time.perf_counter() - started, options, parent.real_run_id)
         parent.writer.write({"op": "log_dict", "run": parent.run_id, "dict": _jsonable(table), "file": "table.json"})
-        _log_text(parent, markdown, "table.md")
+        parent.log_text(markdown, "table.md")
     except BaseException:
         parent.finish("FAILED")
         raise
@@ -115,14 +115,6 @@ def _document(recipe: Recipe, table: dict[str, Any], command: str, seconds: floa
             f"{to_markdown(table)}\n\n"
             f"Command: `{command}`  \nMachine: {platform.platform()}, {os.cpu_count()} CPUs, torch device {name}  \n"
             f"Wall time: {seconds:.0f} s  \nMLflow parent run: {parent_run_id}\n")
-
-
-def _log_text(run: MlflowRun, text: str, file: str) -> None:
-    """Log ``text`` as the artifact ``file`` of ``run`` (through its writer, so an away store keeps it)."""
-    with tempfile.TemporaryDirectory(prefix="distmtl-table-") as directory:
-        path = Path(directory, file)
-        path.write_text(text)
-        run.writer.write({"op": "log_artifact", "run": run.run_id, "path": str(path), "artifact_path": None})
 
 
 def _jsonable(value: Any) -> Any:

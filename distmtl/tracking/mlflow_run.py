@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,13 @@ class MlflowRun:
         """Log the files a checkpoint carries in ``artifacts/`` (plots, JSON) under ``artifacts/``."""
         for path in sorted(Path(checkpoint_dir, "artifacts").glob("*")):
             self.writer.write({"op": "log_artifact", "run": self.run_id, "path": str(path), "artifact_path": "artifacts"})
+
+    def log_text(self, text: str, file: str) -> None:
+        """Log ``text`` as the artifact ``file`` of this run."""
+        with tempfile.TemporaryDirectory(prefix="distmtl-text-") as directory:
+            path = Path(directory, file)
+            path.write_text(text)
+            self.writer.write({"op": "log_artifact", "run": self.run_id, "path": str(path), "artifact_path": None})
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.writer.write({"op": "log_batch", "run": self.run_id, "tags": {k: str(v) for k, v in tags.items()}})

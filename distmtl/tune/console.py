@@ -14,7 +14,7 @@ from ray.tune import Callback
 
 from distmtl.launch.ray_train import FAILURE_KEY
 from distmtl.tune.space import Space
-from distmtl.tune.tracking_callback import error_line
+from distmtl.tune.tracking_callback import error_line, short_value
 
 
 class ConsoleProgress(Callback):
@@ -26,7 +26,7 @@ class ConsoleProgress(Callback):
         self.ended = 0
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        sampled = ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items() if k in self.space.file.parameters)
+        sampled = ", ".join(f"{k}={short_value(v)}" for k, v in trial.config.items() if k in self.space.file.parameters)
         print(f"trial {trial.trial_id} started: {sampled}", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -51,6 +51,3 @@ class ConsoleProgress(Callback):
         self.ended += 1
         print(f"trial {trial.trial_id} {what} [{self.ended} of {self.num_samples} ended]", flush=True)
 
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

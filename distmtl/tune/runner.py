@@ -138,9 +138,11 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
                 max_concurrent_trials=max_concurrent,
                 trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
             ),
-            run_config=tune.RunConfig(name=experiment, storage_path=storage_path, verbose=0,  # ConsoleProgress speaks
-                                      callbacks=[MlflowTrialLogger(tracking_uri, experiment, space, sweep_path),
-                                                 ConsoleProgress(space, num_samples)]),
+            run_config=tune.RunConfig(
+                name=experiment, storage_path=storage_path, verbose=0,  # ConsoleProgress speaks instead
+                callbacks=[MlflowTrialLogger(tracking_uri, experiment, space, sweep_path, num_samples),
+                           ConsoleProgress(space, num_samples)],
+            ),
         )
     results = tuner.fit()
     failed = {_trial_id(r): _failure(r) for r in results if _failure(r)}

@@ -1,14 +1,19 @@
-"""A Tune callback (on the driver) that gives every trial exactly one MLflow run.
+"""A Tune callback (on the driver) that gives every trial exactly one MLflow run, nested under one parent
+run per sweep.
 
 It runs in the Tune driver, so one process writes the store however many trials run at once
-(SQLite copes; for a cluster point it at an ``mlflow server``). A trial that ``distmtl tune --resume``
-continues logs into the run it already has (found by its trial id), skipping epochs the run holds;
-when the sweep ends or is interrupted, no run of the sweep is left RUNNING.
+(SQLite copes; for a cluster point it at an ``mlflow server``). The sweep's parent run holds the space
+(params, the YAML file), and when the sweep ends the best trial (tags, metrics) and a table of all trials.
+A trial that ``distmtl tune --resume`` continues logs into the run it already has (found by its trial
+id), skipping epochs the run holds, and the resumed sweep reuses its parent run; when the sweep ends or
+is interrupted, no run of the sweep is left RUNNING.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from typing import Any
 
 from ray.train import Checkpoint
@@ -27,6 +32,8 @@ TRIAL_TAG = "distmtl.trial_id"
 SWEEP_TAG = "distmtl.sweep"
 #: On the run of a trial the scheduler ended before its last epoch: that epoch (0-based) and the scheduler.
 STOPPED_AT_TAG, STOPPED_BY_TAG = "distmtl.stopped_at_epoch", "distmtl.stopped_by"
+#: On a sweep's parent run: the sweep's storage path (trial runs carry SWEEP_TAG instead).
+PARENT_TAG = "distmtl.sweep_of"
 _LOST = "its trial was lost: the sweep's driver stopped before it saved the trial (the trial did not finish)"
 
 
@@ -34,7 +41,8 @@ class MlflowTrialLogger(Callback):
     """Run per trial: params = the resolved config (searched values included), per-epoch metrics, config.yaml;
     FAILED with the reason in the tag ``distmtl.failure_reason`` when its training failed or the trial errored."""
 
-    def __init__(self, tracking_uri: str, experiment: str, space: Space, sweep: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, space: Space, sweep: str,
+                 num_samples: int | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.space = space
@@ -42,17 +50,34 @@ class MlflowTrialLogger(Callback):
         self.journal = str(default_journal(experiment, tracking_uri))
         self.runs: dict[str, MlflowRun] = {}
         self.failures: dict[str, str] = {}
+        self.parent: MlflowRun | None = None
+        self.total = num_samples or space.file.num_samples  # kept with the sweep: a resumed driver knows it too
         self._writer: FallbackWriter | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles the callback with the sweep (for ``--resume``): settings only, no live runs or client."""
-        return {**self.__dict__, "runs": {}, "failures": {}, "_writer": None}
+        return {**self.__dict__, "runs": {}, "failures": {}, "parent": None, "_writer": None}
 
     @property
     def writer(self) -> FallbackWriter:
         if self._writer is None:
             self._writer = FallbackWriter(self.tracking_uri, self.journal)
         return self._writer
+
+    def setup(self, **info: Any) -> None:
+        """At the sweep's start (also a resumed one): its parent run, reopened if an earlier driver made it."""
+        existing = self._search(f"tags.`{PARENT_TAG}` = '{self.sweep}'")
+        if existing:
+            self.parent = MlflowRun.reopen(self.writer, existing[0].info.run_id)
+            return
+        f = self.space.file
+        self.parent = MlflowRun(self.tracking_uri, self.experiment, f"sweep-{self.experiment}",
+                                f.model_dump(mode="json"),
+                                {PARENT_TAG: self.sweep, "distmtl.space": str(self.space.path),
+                                 "distmtl.searcher": f"{f.searcher.name}/{f.searcher.sampler}",
+                                 "distmtl.scheduler": self.space.scheduler_name}, writer=self.writer)
+        self.writer.write({"op": "log_artifact", "run": self.parent.run_id, "path": str(self.space.path),
+                           "artifact_path": None})
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         existing = self._existing_run(trial.trial_id)
@@ -65,7 +90,8 @@ class MlflowTrialLogger(Callback):
         tags = {TRIAL_TAG: trial.trial_id, SWEEP_TAG: self.sweep, "distmtl.space": str(self.space.path),
                 **{f"searched.{k}": str(v) for k, v in sampled.items()}}
         self.runs[trial.trial_id] = MlflowRun(self.tracking_uri, self.experiment, f"trial-{trial.trial_id}", config,
-                                              tags, writer=self.writer)
+                                              tags, parent_run_id=self.parent.run_id if self.parent else None,
+                                              writer=self.writer)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run = self.runs.get(trial.trial_id)
@@ -107,7 +133,38 @@ class MlflowTrialLogger(Callback):
             if trial_id not in status:
                 run.set_tags({FAILURE_TAG: _LOST})
             run.finish({Trial.TERMINATED: "FINISHED", Trial.ERROR: "FAILED"}.get(status.get(trial_id), "KILLED"))
+        if self.parent is not None:
+            self._summarize(trials)
         self.writer.close()
+
+    def _summarize(self, trials: list) -> None:
+        """On the parent run: every trial as a table (``trials.md``, ``trials.json``), the best trial's id and
+        hyperparameters (tags ``best.<key>``) and its best score; KILLED if the sweep did not end (resumable)."""
+        metric, mode = self.space.tune_metric, self.space.mode
+        rows = [self._row(t, metric, mode) for t in trials]
+        scored = [r for r in rows if r["failure"] is None and r["best"] is not None]
+        best = (min if mode == "min" else max)(scored, key=lambda r: r["best"]) if scored else None
+        if best is not None:
+            self.parent.set_tags({"distmtl.best_trial_id": best["trial_id"],
+                                  **{f"best.{k}": str(v) for k, v in best["searched"].items()}})
+            self.parent.log_metrics({f"best/{metric}": best["best"]}, step=0)
+        ended = sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+        failed = sum(r["failure"] is not None for r in rows)
+        self.parent.log_metrics({"sweep/trials_ended": ended, "sweep/trials_failed": failed}, step=0)
+        self.parent.log_text(json.dumps(rows, indent=1), "trials.json")
+        self.parent.log_text(_trials_markdown(rows, metric, best), "trials.md")
+        done = ended == len(trials) and len(trials) >= self.total
+        self.parent.finish("FINISHED" if done else "KILLED")
+
+    def _row(self, trial: Any, metric: str, mode: str) -> dict[str, Any]:
+        result = trial.last_result or {}
+        failure = self.failures.get(trial.trial_id) or result.get(FAILURE_KEY)
+        if failure is None and trial.status == Trial.ERROR:
+            failure = error_line(trial)
+        best = (trial.metric_analysis.get(metric) or {}).get(mode)
+        return {"trial_id": trial.trial_id, "status": trial.status, "epochs": int(result.get("epoch", -1)) + 1,
+                "best": best if isinstance(best, (int, float)) and math.isfinite(best) else None,
+                "failure": failure, "searched": self._sampled(trial)}
 
     def _sampled(self, trial: Any) -> dict[str, Any]:
         return {k: v for k, v in trial.config.items() if k in self.space.file.parameters}
@@ -139,3 +196,22 @@ def error_line(trial: Any) -> str:
     error = trial.get_error()
     lines = [line.strip() for line in str(error).splitlines() if line.strip()] if error else []
     return lines[-1][:500] if lines else "the trial raised an error (see error.txt in its folder)"
+
+
+def _trials_markdown(rows: list[dict[str, Any]], metric: str, best: dict[str, Any] | None) -> str:
+    """The sweep's trials as a Markdown table, best first line marked."""
+    keys = sorted({k for r in rows for k in r["searched"]})
+    lines = [f"| trial | status | epochs | best {metric} | {' | '.join(keys)} | failure |",
+             "|" + "---|" * (len(keys) + 5)]
+    for r in rows:
+        mark = " (best)" if best is not None and r["trial_id"] == best["trial_id"] else ""
+        score = f"{r['best']:.4g}" if r["best"] is not None else ""
+        values = " | ".join(short_value(r["searched"].get(k, "")) for k in keys)
+        lines.append(f"| {r['trial_id']}{mark} | {r['status']} | {r['epochs']} | {score} | {values} | {r['failure'] or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def short_value(value: Any) -> str:
+    """A sampled value as a table cell or console word: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
