@@ -87,10 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--mlflow-uri", default=None, metavar="URI")
     recipe.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment (default: the recipe's name)")
 
-    baseline = sub.add_parser("baseline", help="transfer-learning baseline: frozen classifier + ridge map")
+    baseline = sub.add_parser("baseline", help="baselines: single-task networks for Δm (--single-task), or the "
+                                               "transfer-learning baseline (frozen classifier + ridge map)")
     baseline.add_argument("--config", required=True, metavar="FILE", help="run configuration (YAML)")
-    baseline.add_argument("--classify", required=True, metavar="TASK", help="the classification task to train")
-    baseline.add_argument("--map", required=True, metavar="TASK", help="the regression (coordinates) task to map to")
+    baseline.add_argument("--single-task", action="store_true",
+                          help="train each task of the config alone and write a baseline file (--out) that "
+                               "train.baseline points to; runs then report val/delta_m and test/delta_m")
+    baseline.add_argument("--out", default=None, metavar="FILE", help="--single-task: the baseline file to write")
+    baseline.add_argument("--seeds", type=int, default=3, metavar="N", help="--single-task: seeds per task (default 3)")
+    baseline.add_argument("--force", action="store_true", help="--single-task: replace --out if it exists")
+    baseline.add_argument("--classify", default=None, metavar="TASK", help="transfer: the classification task to train")
+    baseline.add_argument("--map", default=None, metavar="TASK", help="transfer: the regression (coordinates) task to map to")
     baseline.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     baseline.add_argument("--mlflow-uri", default=None, metavar="URI")
     baseline.add_argument("--experiment", default=None, metavar="NAME")
@@ -294,6 +301,11 @@ def _baseline(args: argparse.Namespace) -> int:
     from distmtl.evaluation.transfer import transfer_baseline
     from distmtl.tracking import MlflowRun, default_tracking_uri
 
+    if args.single_task:
+        return _single_task_baseline(args)
+    if not (args.classify and args.map):
+        raise DistmtlError("baseline: give --single-task (single-task networks for Δm), or --classify TASK and "
+                           "--map TASK (the transfer-learning baseline)")
     config = load_config(args.config, parse_set_args(args.overrides))
     check_config(config)
     result = transfer_baseline(config, args.classify, args.map)
@@ -306,6 +318,30 @@ def _baseline(args: argparse.Namespace) -> int:
           f"to '{args.map}':")
     for key in sorted(k for k in result if k.startswith(("test/", "transfer/test/"))):
         print(f"  {key:<36} {result[key]:.4f}")
+    return 0
+
+
+def _single_task_baseline(args: argparse.Namespace) -> int:
+    from distmtl.config import parse_set_args
+    from distmtl.recipes.single_task import run_single_task_baseline
+    from distmtl.tracking import default_tracking_uri
+
+    if not args.out:
+        raise DistmtlError("baseline --single-task: give --out FILE, the baseline file to write (e.g. baseline.json)")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise DistmtlError(f"--out {out} exists; pass --force to replace it, or choose another file")
+    if not out.parent.is_dir():
+        raise DistmtlError(f"--out {out}: no directory {out.parent}; create it first")
+    if args.seeds < 1:
+        raise DistmtlError(f"--seeds must be at least 1 (got {args.seeds})")
+    baseline = run_single_task_baseline(args.config, parse_set_args(args.overrides), args.seeds, out,
+                                        args.mlflow_uri or default_tracking_uri(), args.experiment or Path(args.config).stem,
+                                        shlex.join(["distmtl", *args.argv]))
+    print(f"single-task baseline ({args.seeds} seed(s) per task) written to {out}:")
+    for task, result in baseline.tasks.items():
+        print(f"  {task:<16} {result.metric:<18} val {result.val:.4f}  test {result.test:.4f}")
+    print(f"use it with: --set train.baseline={out.resolve()}  (then rank a sweep by val/delta_m)")
     return 0
 
 

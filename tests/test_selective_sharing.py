@@ -44,6 +44,39 @@ def test_branches_start_identical_and_outputs_keep_their_sizes():
         model(["fine", "mask"])
 
 
+def test_convolutional_branches_hold_the_encoders_later_stages():
+    """With ``shared_stages`` the trunk keeps only the first stages; every branch starts as the same copy of
+    the later stages and the bottleneck, its first convolution is the branch point, and a merged model is
+    rebuilt from its structure alone (as a resumed checkpoint is)."""
+    cfg = ModelConfig(**{**CFG, "selective": SelectiveConfig(hidden=8, shared_stages=1)})
+    torch.manual_seed(0)
+    m = build_model(cfg, build_tasks(TASKS, target_specs()), 3).eval()
+    assert len(m.encoder) == 1 and all(any(isinstance(l, torch.nn.Conv2d) for l in b.modules()) for b in m.branches.values())
+    first = m.branches["b0"].state_dict()
+    assert all(torch.equal(first[k], b.state_dict()[k]) for b in m.branches.values() for k in first)
+    assert {m.branch_point(t).shape for t in TASKS} == {torch.Size([16, 8, 3, 3])}
+    x = torch.rand(3, 3, 16, 16)
+    assert m(x)["fine"].shape == (3, 12) and m.representation(x).shape == (3, 8)
+    m.merge([Merge("b1", ["b0", "b1"], "mean")])
+    rebuilt = build_model(cfg, build_tasks(TASKS, target_specs()), 3)
+    rebuilt.restore_structure(m.structure())
+    rebuilt.load_state_dict(m.state_dict())
+    rebuilt.eval()
+    assert all(torch.equal(a, b) for a, b in zip(m(x).values(), rebuilt(x).values()))
+    with pytest.raises(ConfigError, match="shared_stages: 2 leaves no stage for the branches"):
+        build_model(ModelConfig(**{**CFG, "selective": SelectiveConfig(shared_stages=2)}), build_tasks(TASKS, target_specs()), 3)
+
+
+def test_convolutional_branches_are_grouped_from_their_first_convolution(tmp_path):
+    """Training decides from the branches' first convolutions (out × in × 3 × 3 gradients) every epoch."""
+    reporter = LocalReporter(tmp_path)
+    final = train(ss_config(**{"model.selective.shared_stages": 1, "model.selective.window": 1}), reporter)
+    groups = json.loads((reporter.checkpoints[-1] / "artifacts" / "selective_groups_epoch001.json").read_text())
+    assert set(groups["labels"]) == set(TASKS) and final["selective/branches"] <= len(TASKS)
+    assert final["params/branches"] == final["selective/branches"] * model_of(
+        ss_config(**{"model.selective.shared_stages": 1})).parameter_counts()["branches"] // len(TASKS)
+
+
 def test_capture_does_not_alter_the_update():
     torch.manual_seed(1)
     x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 4, (8,))

@@ -99,6 +99,10 @@ class SelectiveConfig(_Section):
 
     hidden: int = Field(64, gt=0, description="Width of the hard-shared layer and of every branch layer.")
     branch_layers: int = Field(2, ge=1, description="Layers per task branch (the identical branch body).")
+    shared_stages: int | None = Field(
+        None, ge=0, description="Encoder stages hard-shared below the branches; the encoder's later stages and its "
+                                "bottleneck become part of every branch (convolutional branches). Unset: the whole "
+                                "encoder and one hidden layer are shared and the branches are fully connected.")
     criterion: Literal["similarity", "dissimilarity", "variance"] = "similarity"
     min_cluster_size: int = Field(2, ge=2)
     epsilon: float = Field(0.25, ge=0, le=1, description="HDBSCAN cluster_selection_epsilon on [0, 1] task distances.")
@@ -180,6 +184,8 @@ class TrainConfig(_Section):
     seed: int = 0
     selection_metric: str = "val/loss"
     selection_mode: Literal["min", "max"] | None = Field(None, description="None: the metric's natural direction.")
+    baseline: str | None = Field(None, description="Single-task baseline file (`distmtl baseline --single-task`): "
+                                                   "every report then holds val/delta_m and test/delta_m.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False

@@ -19,6 +19,7 @@ from distmtl.errors import ConfigError
 from distmtl.models import MultiTaskModel, build_model
 from distmtl.models.encoders import Encoder
 from distmtl.tasks import Task, build_tasks, selectable_metrics
+from distmtl.tasks.baseline import Baseline
 from distmtl.weighting import Weighting, build_weighting
 
 
@@ -30,6 +31,8 @@ class Parts:
     model: MultiTaskModel
     weighting: Weighting
     selection_mode: str
+    metrics: dict[str, str]
+    baseline: Baseline | None
 
 
 def build_parts(config: Config, in_channels: int) -> Parts:
@@ -39,12 +42,15 @@ def build_parts(config: Config, in_channels: int) -> Parts:
         if config.model.aux_checkpoints else {}
     model = build_model(config.model, tasks, in_channels, **inputs)
     weighting = build_weighting(config.weighting, config.tasks)
-    metrics = selectable_metrics(tasks)
+    path = config.train.baseline
+    baseline = Baseline.load(path).for_tasks(tasks, path) if path else None
+    metrics = selectable_metrics(tasks, delta_m=baseline is not None)
     selection = config.train.selection_metric
     if selection not in metrics:
         raise ConfigError(f"train.selection_metric: '{selection}' is not reported by these tasks "
-                          f"(choose one of: {', '.join(metrics)})")
-    return Parts(tasks, model, weighting, config.train.selection_mode or metrics[selection])
+                          f"(choose one of: {', '.join(metrics)})"
+                          + ("; val/delta_m needs train.baseline" if selection == "val/delta_m" else ""))
+    return Parts(tasks, model, weighting, config.train.selection_mode or metrics[selection], metrics, baseline)
 
 
 def check_config(config: Config) -> None:

@@ -38,7 +38,7 @@ class SelectiveSharingController:
         self.locked, self.lock_epoch, self.quiet_epochs = False, -1, 0
         self.last_plan: MergePlan | None = None
         self._gradients: dict[str, torch.Tensor] = {}
-        self._window: list[torch.Tensor] = []  # the last epochs' unit-norm task gradients (K×hidden×hidden each)
+        self._window: list[torch.Tensor] = []  # the last epochs' unit-norm task gradients (K × branch-point shape each)
 
     @property
     def capturing(self) -> bool:
@@ -58,8 +58,7 @@ class SelectiveSharingController:
         self.epoch = epoch + 1
         if not capturing:
             return False
-        hidden = self.cfg.hidden
-        zeros = torch.zeros(hidden, hidden, device=ctx.device)
+        zeros = torch.zeros_like(self.model.branch_point(self.model.task_names[0]), dtype=torch.float32)
         stacked = torch.stack([self._gradients.get(t, zeros) for t in self.model.task_names]).double()
         self._gradients = {}
         ctx.all_reduce_sum(stacked)

@@ -61,7 +61,7 @@ class Trainer:
         self.samples = build_samples(config.data, config.tasks)
         self.splits = make_splits(config, self.samples)
         parts = build_parts(config, in_channels=self.samples.image_shape[0])
-        self.tasks, self.selection_mode = parts.tasks, parts.selection_mode
+        self.tasks, self.selection_mode, self.baseline = parts.tasks, parts.selection_mode, parts.baseline
         self.model = parts.model.to(self.ctx.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -116,6 +116,8 @@ class Trainer:
         metrics.update(_flatten("train", train_losses, train_metrics, weights))
         metrics.update(_flatten("val", val_losses, val_metrics, self.weighting.static))
         self.guard.check_value("validation", metrics["val/loss"])
+        if self.baseline:
+            metrics["val/delta_m"] = self.baseline.delta_m(metrics, "val")
         metrics.update({f"weight/{t}": w for t, w in weights.items()})
         metrics.update({f"params/{k}": v for k, v in self.model.parameter_counts().items()})
         metrics.update(self.model.extra_metrics())
@@ -183,7 +185,10 @@ class Trainer:
         evaluated.restore_structure(self.best.structure or {})
         evaluated.load_state_dict(self.best.state)
         losses, metrics = self.evaluate(evaluated, self.loaders.test)
-        return _flatten("test", losses, metrics, self.weighting.static)
+        flat = _flatten("test", losses, metrics, self.weighting.static)
+        if self.baseline:
+            flat["test/delta_m"] = self.baseline.delta_m(flat, "test")
+        return flat
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state_dict(self, epoch: int, rng: list[dict[str, Any]], metrics: dict[str, float]) -> TrainingState:
@@ -307,5 +312,6 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _summary(metrics: dict[str, Any], selection: str) -> str:
     keys = ["train/loss", "val/loss"] + ([selection] if selection != "val/loss" else [])
+    keys += [k for k in ("val/delta_m", "test/delta_m") if k in metrics and k != selection]
     keys += [k for k in metrics if k.startswith("test/") and k.count("/") == 2 and not k.endswith("/loss")]
     return "  ".join(f"{k} {metrics[k]:.4g}" for k in keys)

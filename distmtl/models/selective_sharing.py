@@ -1,7 +1,15 @@
 """Selective Sharing: task branches that merge during training, decided from clustered task gradients.
 
-encoder → hard-shared layer (Linear + ReLU, ``selective.hidden`` units) → one branch per task, all
-identical at the start (same layers, same initial weights) → each task's own output layer.
+Two shapes, both "identical task branches on a hard-shared part" (same layers, same initial weights,
+then each task's own output layer):
+
+- fully connected branches (default): the whole encoder and a hard-shared layer (Linear + ReLU,
+  ``selective.hidden`` units) are shared; each branch is ``branch_layers`` Linear + ReLU layers;
+- convolutional branches (``selective.shared_stages = s``): the encoder's first ``s`` stages are
+  shared; each branch is the encoder's remaining stages, its bottleneck and ``branch_layers``
+  Linear + ReLU layers. On data where the tasks need different features (the generator's geometry
+  and appearance tasks), sharing every convolution costs the geometry tasks most of their accuracy
+  (hard sharing against independent networks); here they keep their own features until they merge.
 
 The model holds the branches and the task → branch map, and merges branches when told to
 (:meth:`SelectiveSharing.merge`). When to merge is decided by
@@ -22,7 +30,7 @@ from torch import nn
 
 from distmtl.config.schema import ModelConfig
 from distmtl.errors import ConfigError
-from distmtl.features import FeatureShape
+from distmtl.features import Features, FeatureShape
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel
 from distmtl.models.encoders import ENCODERS
 from distmtl.sharing.plan import Merge, apply_to_map
@@ -42,31 +50,55 @@ class SelectiveSharing(MultiTaskModel):
             raise ConfigError(f"model.architecture: selective_sharing branches are fully connected; tasks {dense} "
                               f"are dense ({', '.join(sorted({tasks[t].kind for t in dense}))})")
         self.cfg = cfg.selective
+        self.model_cfg, self.in_channels = cfg, in_channels
         self.task_names = list(tasks)
-        self.encoder = ENCODERS.get(cfg.encoder)(cfg, in_channels)
-        hidden = self.cfg.hidden
-        self.shared = nn.Sequential(_relu_linear(self.encoder.out_features, hidden), nn.ReLU(inplace=True))
+        encoder = ENCODERS.get(cfg.encoder)(cfg, in_channels)
+        stages = self.cfg.shared_stages
+        if stages is not None and stages >= len(encoder.stages):
+            raise ConfigError(f"model.selective.shared_stages: {stages} leaves no stage for the branches; encoder "
+                              f"{cfg.encoder!r} has {len(encoder.stages)} stages here, so use 0 … {len(encoder.stages) - 1}")
+        if stages is None:
+            self.encoder = encoder
+            self.shared = nn.Sequential(_relu_linear(encoder.out_features, self.cfg.hidden), nn.ReLU(inplace=True))
+        else:
+            self.encoder = nn.Sequential(*encoder.stages[:stages])
+            self.shared = nn.Identity()
         first = self._branch()  # every branch starts as a copy of this one: identical initial weights
         self.branches = nn.ModuleDict({f"b{i}": copy.deepcopy(first) for i in range(len(tasks))})
         self.branch_of = {t: f"b{i}" for i, t in enumerate(tasks)}
-        shape = FeatureShape(hidden, tuple(self.encoder.stage_channels), in_channels)
+        shape = FeatureShape(self.cfg.hidden, tuple(encoder.stage_channels), in_channels)
         self.heads = nn.ModuleDict({t: task.head(shape) for t, task in tasks.items()})
 
     def _branch(self) -> nn.Sequential:
+        """A new branch: fully connected layers, below them (convolutional branches) the encoder's later
+        stages and bottleneck, freshly initialised."""
         layers: list[nn.Module] = []
+        fan_in = self.cfg.hidden
+        if self.cfg.shared_stages is not None:
+            encoder = ENCODERS.get(self.model_cfg.encoder)(self.model_cfg, self.in_channels)
+            layers += [*encoder.stages[self.cfg.shared_stages:], encoder.bottleneck]
+            fan_in = encoder.out_features
         for _ in range(self.cfg.branch_layers):
-            layers += [_relu_linear(self.cfg.hidden, self.cfg.hidden), nn.ReLU(inplace=True)]
+            layers += [_relu_linear(fan_in, self.cfg.hidden), nn.ReLU(inplace=True)]
+            fan_in = self.cfg.hidden
         return nn.Sequential(*layers)
 
     # --- the model contract -------------------------------------------------------------------
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The hard-shared part's output: what every branch reads."""
+        if self.cfg.shared_stages is None:
+            return self.shared(self.encoder(x).vector)
+        return self.encoder(x)
+
     def representation(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shared(self.encoder(x).vector)
+        z = self._trunk(x)
+        return z if z.dim() == 2 else z.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.encoder(x)
-        z = self.shared(features.vector)
+        z = self._trunk(x)
         hidden = {b: self.branches[b](z) for b in sorted(set(self.branch_of.values()))}
-        return {t: self.heads[t](features.with_vector(hidden[self.branch_of[t]])) for t in self.task_names}
+        size = tuple(x.shape[-2:])
+        return {t: self.heads[t](Features(hidden[self.branch_of[t]], [], size)) for t in self.task_names}  # type: ignore[arg-type]
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.encoder.parameters()
@@ -84,9 +116,10 @@ class SelectiveSharing(MultiTaskModel):
 
     # --- what the controller reads and changes ------------------------------------------------
     def branch_point(self, task: str) -> nn.Parameter:
-        """The weight whose per-task gradients are compared: the first layer of the task's branch
-        (hidden × hidden, the same shape for every task)."""
-        return self.branches[self.branch_of[task]][0].weight
+        """The weight whose per-task gradients are compared: the first layer of the task's branch (hidden ×
+        hidden, or the first convolution of a convolutional branch; the same shape for every task). Every
+        branch starts from the same weights, so the tasks' gradients there are comparable."""
+        return next(p for p in self.branches[self.branch_of[task]].parameters() if p.dim() >= 2)
 
     def merge(self, merges: list[Merge]) -> None:
         """Merge branches as planned (every rank applies the same plan, so the models stay identical)."""

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 def decide(gradients: np.ndarray, tasks: list[str], branch_of: dict[str, str], losses: dict[str, float],
            cfg: SelectiveConfig) -> MergePlan:
-    """The merge plan for ``gradients`` (K×hidden×hidden, one per task in ``tasks``' order) under ``cfg``."""
-    factors = task_factors(gradients, cfg.tt_rank)
+    """The merge plan for ``gradients`` (K × branch-point shape, one per task in ``tasks``' order) under
+    ``cfg``; a convolution's gradient (out×in×h×w) is read as out × (in·h·w)."""
+    factors = task_factors(gradients.reshape(gradients.shape[0], gradients.shape[1], -1), cfg.tt_rank)
     labels = dict(zip(tasks, (int(v) for v in group_tasks(factors, cfg.criterion, cfg.min_cluster_size, cfg.epsilon))))
     return MergePlan(labels=labels, merges=plan_merges(labels, branch_of, losses, cfg.merge),
                      similarity=cosine_similarity(factors).tolist())

@@ -29,6 +29,8 @@ class Task(ABC):
     kind: str = ""
     #: Metric names this kind reports, with the direction in which they improve.
     metric_modes: dict[str, str] = {}
+    #: The metric that stands for the task in Δm (one of ``metric_modes``; never one that can change sign).
+    headline: str = ""
 
     def __init__(self, name: str, spec: TargetSpec) -> None:
         self.name = name
@@ -92,9 +94,10 @@ def build_tasks(names: list[str], specs: dict[str, TargetSpec]) -> dict[str, Tas
     return tasks
 
 
-def selectable_metrics(tasks: dict[str, Task]) -> dict[str, str]:
-    """Every validation metric the engine reports, with the direction in which it improves."""
-    names = {"val/loss": "min", "val/loss_unweighted": "min"}
+def selectable_metrics(tasks: dict[str, Task], delta_m: bool = False) -> dict[str, str]:
+    """Every validation metric the engine reports, with the direction in which it improves (``val/delta_m``
+    where the run has a single-task baseline)."""
+    names = {"val/loss": "min", "val/loss_unweighted": "min", **({"val/delta_m": "max"} if delta_m else {})}
     for name, task in tasks.items():
         names[f"val/{name}/loss"] = "min"
         names.update({f"val/{name}/{metric}": mode for metric, mode in task.metric_modes.items()})

@@ -23,6 +23,7 @@ class BinaryTask(Task):
     """One logit per sample; targets 0/1."""
 
     metric_modes = {"accuracy": "max", "balanced_accuracy": "max", "auc": "max"}
+    headline = "balanced_accuracy"
 
     def metric_state_size(self) -> int:
         return 4 + 2 * AUC_BINS

@@ -15,6 +15,7 @@ class ClassificationTask(Task):
     """Logits over ``size`` classes; integer class targets."""
 
     metric_modes = {"accuracy": "max", "balanced_accuracy": "max"}
+    headline = "accuracy"
 
     def metric_state_size(self) -> int:
         return 2 * self.size

@@ -19,6 +19,7 @@ class SegmentationTask(Task):
     IoU of each class nan-averaged over the classes present) and pixel accuracy."""
 
     metric_modes = {"miou": "max", "pixel_accuracy": "max"}
+    headline = "miou"
 
     def head(self, shape: FeatureShape) -> nn.Module:
         return DenseDecoder(shape, self.size)
@@ -52,6 +53,7 @@ class ReconstructionTask(Task):
     mean squared error of the reconstruction. The target is the input itself, so every source offers it."""
 
     metric_modes = {"bce": "min", "mse": "min"}
+    headline = "mse"
 
     def head(self, shape: FeatureShape) -> nn.Module:
         return DenseDecoder(shape, shape.image_channels)

@@ -26,6 +26,7 @@ class DetectionTask(Task):
     """One box (x0, y0, x1, y1, normalised) per image."""
 
     metric_modes = {"iou": "max", "hit50": "max"}
+    headline = "iou"
 
     def fill_missing(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         placeholder = torch.tensor([0.0, 0.0, 1.0, 1.0], device=target.device, dtype=target.dtype)

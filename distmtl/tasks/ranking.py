@@ -28,6 +28,7 @@ class RankingTask(Task):
     """A scalar score per image whose order should follow the target's."""
 
     metric_modes = {"pair_accuracy": "max"}
+    headline = "pair_accuracy"
 
     def per_sample_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("ranking losses are defined on pairs: see masked_loss_terms")

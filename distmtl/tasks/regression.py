@@ -19,6 +19,7 @@ class RegressionTask(Task):
     """A ``size``-dimensional real-valued output."""
 
     metric_modes = {"mse": "min", "mae": "min", "med": "min", "r2": "max"}
+    headline = "mae"
 
     def metric_state_size(self) -> int:
         return 2 + 4 * self.size

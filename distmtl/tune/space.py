@@ -26,7 +26,6 @@ from distmtl.config.loading import describe_error
 from distmtl.data.sources import check_source_files
 from distmtl.engine.assembly import build_parts, check_config
 from distmtl.errors import ConfigError
-from distmtl.tasks import selectable_metrics
 
 
 class _Strict(BaseModel):
@@ -143,11 +142,12 @@ class Space:
                     check_config(config_from_dict(apply_overrides(self.base, {key: value}), source=where))
                 except ConfigError as exc:
                     raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
-        metrics = selectable_metrics(parts.tasks)
+        metrics = parts.metrics
         if self.file.metric not in metrics:
             raise ConfigError(
                 f"{self.path}: metric '{self.file.metric}' is not reported by tasks {self.base_config.tasks} "
                 f"(choose one of: {', '.join(metrics)})"
+                + ("; val/delta_m needs train.baseline in the base config" if self.file.metric == "val/delta_m" else "")
             )
         weights = [key for key in self.file.parameters if key.startswith("weighting.weights.")]
         if self.file.metric == "val/loss" and weights:
