@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/distmtl tune --space search_spaces/demo.yaml
 	@echo
 	@echo "MLflow runs are in $(CURDIR)/mlflow.db (artifacts in ./mlruns). Open the UI with:"
-	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   # then browse http://127.0.0.1:5000"
+	@echo "  $(BIN)/distmtl ui   # MLflow's UI on mlflow.db at http://127.0.0.1:5000, opened at this sweep"
 
 test: install
 	$(BIN)/python -m pytest

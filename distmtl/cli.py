@@ -1,4 +1,4 @@
-"""The ``distmtl`` command line: ``train``, ``tune``, ``recipe``, ``baseline`` and ``data convert``.
+"""The ``distmtl`` command line: ``train``, ``tune``, ``recipe``, ``baseline``, ``data convert`` and ``ui``.
 
 Input problems (bad YAML, unknown keys, out-of-range values, missing files) print one line and
 exit with status 2 before anything starts.
@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--num-samples", type=int, default=None, metavar="N", help="generator size / subset size")
     convert.add_argument("--seed", type=int, default=None)
     convert.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    ui = sub.add_parser("ui", help="the MLflow UI on the store distmtl writes to; prints the latest sweep's URL")
+    ui.add_argument("--mlflow-uri", default=None, metavar="URI",
+                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
 
     mlflow = sub.add_parser("mlflow", help="MLflow tools")
     mlflow_sub = mlflow.add_subparsers(dest="mlflow_command", required=True)
@@ -260,13 +266,30 @@ def _tune(args: argparse.Namespace) -> int:
             print(f"  {key} = {value}")
         print(_format_metrics("its last report (val/: last epoch; best/: best epoch; test/: at the best epoch)",
                               result.best_metrics))
+    if result.pareto:
+        print(_pareto_table(result.pareto, space.modes))
     if result.interrupted:
         print(f"sweep interrupted before its end; continue it with:\n  {_resume_command(args.argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if result.best_trial_id is None:
+    if result.best_trial_id is None and not result.pareto:
         print("distmtl: error: no trial finished", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _pareto_table(front: list, modes: list[str]) -> str:
+    """The Pareto front as a console table: one row per trial, its last-epoch objectives and searched values."""
+    from distmtl.tune.tracking_callback import short_value
+
+    metrics = list(front[0].values)
+    keys = sorted({k for member in front for k in member.config})
+    header = ["trial", *(f"{m} ({d})" for m, d in zip(metrics, modes)), *keys]
+    rows = [[m.trial_id, *(f"{m.values[k]:.4g}" for k in metrics), *(short_value(m.config.get(k, "")) for k in keys)]
+            for m in sorted(front, key=lambda m: m.values[metrics[0]])]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"Pareto front: {len(front)} trial(s) that no other finished trial beats on every metric"]
+    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    return "\n".join(lines)
 
 
 def _recipe(args: argparse.Namespace) -> int:
@@ -391,4 +414,28 @@ def _format_metrics(title: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-_COMMANDS = {"train": _train, "tune": _tune, "recipe": _recipe, "baseline": _baseline, "data": _data, "mlflow": _mlflow}
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from distmtl.tracking import default_tracking_uri
+    from distmtl.tracking.probe import check_tracking_store
+    from distmtl.tracking.ui import is_server, latest_sweep_path, ui_command
+
+    uri = args.mlflow_uri or default_tracking_uri()
+    if is_server(uri):  # an MLflow server serves its own UI
+        check_tracking_store(uri)
+        print(f"MLflow UI: {uri.rstrip('/')}/{latest_sweep_path(uri) or ''}", flush=True)
+        return 0
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise DistmtlError(f"--mlflow-uri: no MLflow store at {uri.removeprefix('sqlite:///')}; run a sweep first "
+                           "(make demo) or point --mlflow-uri / MLFLOW_TRACKING_URI at your store")
+    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}/{latest_sweep_path(uri) or ''}  (Ctrl-C stops it)",
+          flush=True)
+    try:
+        return subprocess.run(ui_command(uri, args.host, args.port)).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+_COMMANDS = {"train": _train, "tune": _tune, "recipe": _recipe, "baseline": _baseline, "data": _data, "mlflow": _mlflow,
+             "ui": _ui}

@@ -67,6 +67,36 @@ def test_tune_sweep_logs_one_run_per_trial_with_params_and_per_task_metrics(ray_
     assert trained == {run.data.tags["distmtl.trial_id"] for run in runs}
 
 
+def test_a_two_objective_sweep_ends_with_a_pareto_front_no_finished_trial_dominates(ray_cluster, tmp_path, capsys):
+    """search_spaces/pareto.yaml (fine accuracy and shape R², both maximised): the front is printed, its members'
+    runs are tagged, and by the metrics MLflow recorded no member is dominated by another finished trial while
+    every other finished trial is dominated by a member."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = main(["tune", "--space", str(REPO / "search_spaces/pareto.yaml"), "--num-samples", "3",
+               "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--experiment", "pareto", *tiny_overrides()])
+    assert rc == 0
+    assert "Pareto front:" in capsys.readouterr().out
+
+    client = MlflowClient(uri)
+    found = client.search_runs([client.get_experiment_by_name("pareto").experiment_id])
+    (parent,) = [r for r in found if "distmtl.sweep_of" in r.data.tags]
+    trials = [r for r in found if r is not parent and r.info.status == "FINISHED"]
+    assert len(trials) == 3
+    points = {r.info.run_id: (r.data.metrics["val/fine/accuracy"], r.data.metrics["val/shape/r2"]) for r in trials}
+    front = {r.info.run_id for r in trials if r.data.tags.get("distmtl.pareto") == "true"}
+    assert front and {r.data.tags["distmtl.trial_id"] for r in trials if r.info.run_id in front} == \
+        set(parent.data.tags["distmtl.pareto_trials"].split(","))
+
+    def dominated(p, by):
+        return by[0] >= p[0] and by[1] >= p[1] and by != p
+
+    for run_id in front:
+        assert not any(dominated(points[run_id], points[other]) for other in points if other != run_id)
+    for run_id in set(points) - front:
+        assert any(dominated(points[run_id], points[member]) for member in front)
+    assert {"pareto.md", "pareto_front.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
 def test_cross_validation_runs_k_folds_as_child_runs(ray_cluster, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rc = main(["train", "--config", str(REPO / "search_spaces/configs/quick.yaml"), "--cv", "3", "--workers", "2",

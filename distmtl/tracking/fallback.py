@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -73,6 +73,8 @@ def apply_operation(client: MlflowClient, op: dict[str, Any], ids: dict[str, str
         client.log_dict(run, op["dict"], op["file"])
     elif kind == "log_artifact":
         client.log_artifact(run, op["path"], op["artifact_path"])
+    elif kind == "log_input":
+        client.log_inputs(run, [DatasetInput(Dataset(**op["dataset"]), [InputTag("mlflow.data.context", "training")])])
     elif kind == "status":
         if op["status"] == "RUNNING":
             client.update_run(run, status="RUNNING")

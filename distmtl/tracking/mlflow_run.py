@@ -17,6 +17,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from distmtl.tracking.fallback import FallbackWriter
+from distmtl.tracking.lineage import code_tags, dataset_input
 
 _RUN_METRIC_NAMES = {"epoch", "best_epoch", "epoch_time_s"}
 _BATCH = 100
@@ -80,7 +81,7 @@ class MlflowRun:
         if run_id:
             self.run_id = run_id
             return
-        tags = dict(tags or {})
+        tags = {**code_tags(), **(tags or {})}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id  # shows the run nested under its parent in the UI
         self.run_id = self.writer.create_run(experiment, run_name, tags)
@@ -89,6 +90,8 @@ class MlflowRun:
         for i in range(0, len(names), _BATCH):
             self.writer.write({"op": "log_batch", "run": self.run_id, "params": {k: params[k] for k in names[i : i + _BATCH]}})
         self.writer.write({"op": "log_dict", "run": self.run_id, "dict": config, "file": "config.yaml"})
+        if isinstance(config.get("data"), dict):
+            self.writer.write({"op": "log_input", "run": self.run_id, "dataset": dataset_input(config["data"])})
 
     @classmethod
     def attach(cls, tracking_uri: str, run_id: str, writer: FallbackWriter | None = None) -> MlflowRun:

@@ -27,9 +27,14 @@ def save_artifacts(records: dict[str, dict], directory: Path, epoch: int) -> Non
         stem = directory / f"{name}_epoch{epoch:03d}"
         stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
         if name in PLOTS:
-            figure = PLOTS.get(name)(record)
-            figure.savefig(stem.with_suffix(".png"), dpi=90)
-            _pyplot().close(figure)
+            save_figure(name, record, stem.with_suffix(".png"))
+
+
+def save_figure(name: str, record: dict, path: Path) -> None:
+    """Draw ``record`` with the plot registered as ``name`` into the PNG file ``path``."""
+    figure = PLOTS.get(name)(record)
+    figure.savefig(path, dpi=90)
+    _pyplot().close(figure)
 
 
 def _pyplot():
@@ -79,5 +84,27 @@ def selective_relatedness(record: dict):
     heat.set_xticks(range(len(order)), [tasks[i] for i in order], rotation=60, ha="right")
     heat.set_yticks(range(len(order)), [tasks[i] for i in order])
     fig.colorbar(image, ax=heat, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+@PLOTS.register("pareto_front")
+def pareto_front(record: dict):
+    """A Pareto sweep's finished trials on its first two metrics, the front marked and joined."""
+    plt = _pyplot()
+    (x_name, y_name), points, front = record["metrics"][:2], record["points"], set(record["front"])
+    fig, ax = plt.subplots(figsize=(5, 4))
+    others = [v for t, v in points.items() if t not in front]
+    if others:
+        ax.scatter([v[0] for v in others], [v[1] for v in others], color="0.6", label="dominated")
+    members = sorted((v for t, v in points.items() if t in front), key=lambda v: v[0])
+    ax.plot([v[0] for v in members], [v[1] for v in members], "o-", color="C3", label="Pareto front")
+    for trial, value in points.items():
+        ax.annotate(trial, value[:2], fontsize=6, xytext=(3, 3), textcoords="offset points")
+    modes = record["modes"]
+    ax.set_xlabel(f"{x_name} ({modes[0]})")
+    ax.set_ylabel(f"{y_name} ({modes[1]})")
+    ax.legend()
+    ax.set_title("Pareto sweep: last-epoch validation values")
     fig.tight_layout()
     return fig

@@ -39,9 +39,12 @@ class ConsoleProgress(Callback):
             {k: v for k, v in trial.config.items() if k in self.space.file.parameters}).optim.epochs
         how = (f"stopped by {self.space.scheduler_name} after {epochs} of {planned} epochs"
                if 0 < epochs < planned and self.space.scheduler_name == "asha" else f"finished ({epochs} epochs)")
-        metric, mode = self.space.tune_metric, self.space.mode
-        best = (trial.metric_analysis.get(metric) or {}).get(mode)
-        score = f"; best {metric} {best:.4g}" if isinstance(best, float) and math.isfinite(best) else ""
+        if self.space.pareto:
+            score = "; last " + ", ".join(f"{m} {result[m]:.4g}" for m in self.space.metrics if m in result)
+        else:
+            metric, mode = self.space.tune_metric, self.space.mode
+            best = (trial.metric_analysis.get(metric) or {}).get(mode)
+            score = f"; best {metric} {best:.4g}" if isinstance(best, float) and math.isfinite(best) else ""
         self._ended(trial, how + score)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -3,7 +3,7 @@
 A trial restarted by ``distmtl tune --resume`` continues its Train run from a checkpoint, so Tune's
 own ``training_iteration`` starts again at 1; ``epochs_done`` keeps counting epochs and is ASHA's
 clock. A trial whose training failed (its loss diverged) reports the worst value of the sweep's
-metric, so that Optuna and ASHA rank it last instead of never hearing of it.
+metrics, so that Optuna and ASHA rank it last instead of never hearing of it.
 """
 
 from __future__ import annotations
@@ -19,21 +19,21 @@ from distmtl.launch.ray_train import FAILURE_KEY
 EPOCHS_DONE = "epochs_done"
 
 
-def for_tune(metrics: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
-    """A Train report as Tune should see it: ``epochs_done`` added and, on a failure report, ``metric`` set
-    to its worst value (+inf when minimised, -inf when maximised)."""
+def for_tune(metrics: dict[str, Any], objectives: list[tuple[str, str]]) -> dict[str, Any]:
+    """A Train report as Tune should see it: ``epochs_done`` added and, on a failure report, every objective
+    (metric, mode) set to its worst value (+inf when minimised, -inf when maximised)."""
     out = {**metrics, EPOCHS_DONE: int(metrics["epoch"]) + 1}
     if FAILURE_KEY in metrics:
-        out[metric] = math.inf if mode == "min" else -math.inf
+        out.update({metric: math.inf if mode == "min" else -math.inf for metric, mode in objectives})
     return out
 
 
 class TrialReport(TuneReportCallback):
     """Forwards rank 0's reports to the Tune trial through :func:`for_tune`."""
 
-    def __init__(self, metric: str, mode: str) -> None:
+    def __init__(self, objectives: list[tuple[str, str]]) -> None:
         super().__init__()
-        self.metric, self.mode = metric, mode
+        self.objectives = objectives
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        super().after_report(run_context, [for_tune(metrics[0], self.metric, self.mode)], checkpoint)
+        super().after_report(run_context, [for_tune(metrics[0], self.objectives)], checkpoint)

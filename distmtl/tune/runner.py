@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from distmtl.launch.capacity import TRIAL_CPUS, Request, concurrency
 from distmtl.launch.cluster import ensure_ray, resolve_storage
 from distmtl.launch.cross_validation import fold_configs, summarize
 from distmtl.launch.ray_train import FAILURE_KEY, Resources, build_trainer
+from distmtl.tune.pareto import pareto_front
 from distmtl.tune.reporting import EPOCHS_DONE, TrialReport, for_tune
 from distmtl.tune.space import Space
 
@@ -42,8 +44,9 @@ class SweepOptions:
 
 @dataclass
 class SweepResult:
-    """The best trial (by its best epoch on the space's metric, among trials that did not fail), how many
-    trials ran, which failed and why, and whether the sweep was interrupted before its end."""
+    """The best trial (by its best epoch on the space's metric, among trials that did not fail) — or, for a
+    Pareto sweep, the Pareto front — how many trials ran, which failed and why, and whether the sweep was
+    interrupted before its end."""
 
     best_trial_id: str | None
     best_config: dict[str, Any]
@@ -53,6 +56,16 @@ class SweepResult:
     experiment: str
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
+    pareto: list[ParetoMember] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParetoMember:
+    """A trial of a Pareto sweep's front: its id, last-epoch objective values and searched values."""
+
+    trial_id: str
+    values: dict[str, float]
+    config: dict[str, Any]
 
 
 def trial(sampled: dict[str, Any], *, space: Space, resources: Resources, storage_path: str, experiment: str) -> None:
@@ -62,7 +75,7 @@ def trial(sampled: dict[str, Any], *, space: Space, resources: Resources, storag
     trial_id = tune.get_context().get_trial_id()
     storage = f"{storage_path}/{experiment}-train"
     if not space.file.cv:
-        callback = TrialReport(space.tune_metric, space.mode)
+        callback = TrialReport(space.objectives)
         _report_failure(build_trainer(config, resources, storage, name=trial_id, callbacks=[callback]).fit(), space)
         return
     folds = []
@@ -71,7 +84,7 @@ def trial(sampled: dict[str, Any], *, space: Space, resources: Resources, storag
         if _report_failure(result, space, f"fold {i}: "):
             return
         folds.append(result.metrics)
-    tune.report(for_tune({**summarize(folds), "epoch": config.optim.epochs - 1}, space.tune_metric, space.mode))
+    tune.report(for_tune({**summarize(folds), "epoch": config.optim.epochs - 1}, space.objectives))
 
 
 def _report_failure(result: Any, space: Space, prefix: str = "") -> bool:
@@ -80,7 +93,7 @@ def _report_failure(result: Any, space: Space, prefix: str = "") -> bool:
 
     failure = result.return_value or {}
     if FAILURE_KEY in failure:
-        tune.report(for_tune({**failure, FAILURE_KEY: prefix + failure[FAILURE_KEY]}, space.tune_metric, space.mode))
+        tune.report(for_tune({**failure, FAILURE_KEY: prefix + failure[FAILURE_KEY]}, space.objectives))
     return FAILURE_KEY in failure
 
 
@@ -113,10 +126,11 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
              experiment, num_samples, workers, resources.cpus_per_worker, gpus, max_concurrent, limit,
              ", trial drivers on the head node" if layout.driver_on_head else "", tracking_uri)
 
-    sampler = (optuna.samplers.TPESampler(seed=f.searcher.seed) if f.searcher.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=f.searcher.seed))
+    sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+               "nsga2": optuna.samplers.NSGAIISampler}[f.searcher.sampler](seed=f.searcher.seed)
     storage = optuna.storages.RDBStorage(f.searcher.storage) if f.searcher.storage else None
-    searcher = OptunaSearch(sampler=sampler, storage=storage, study_name=experiment if storage else None)
+    objectives = {"metric": space.metrics, "mode": space.modes} if space.pareto else {}
+    searcher = OptunaSearch(sampler=sampler, storage=storage, study_name=experiment if storage else None, **objectives)
     scheduler = (ASHAScheduler(time_attr=EPOCHS_DONE, max_t=space.base_config.optim.epochs,
                                grace_period=min(f.scheduler.grace_period, space.base_config.optim.epochs),
                                reduction_factor=f.scheduler.reduction_factor)
@@ -133,7 +147,8 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
             trainable,
             param_space=space.tune_space(),
             tune_config=tune.TuneConfig(
-                metric=space.tune_metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
+                metric=None if space.pareto else space.tune_metric, mode=None if space.pareto else space.mode,
+                search_alg=searcher, scheduler=scheduler,
                 num_samples=num_samples,
                 max_concurrent_trials=max_concurrent,
                 trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
@@ -152,6 +167,12 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     interrupted = ended < total
     summary = dict(num_trials=len(results), storage_path=storage_path, experiment=experiment, failed=failed,
                    interrupted=interrupted)
+    if space.pareto:
+        values = {_trial_id(r): [r.metrics.get(m, math.nan) for m in space.metrics] for r in done}
+        configs = {_trial_id(r): {k: v for k, v in r.config.items() if k in f.parameters} for r in done}
+        front = [ParetoMember(t, dict(zip(space.metrics, values[t])), configs[t])
+                 for t in pareto_front(values, space.modes)]
+        return SweepResult(best_trial_id=None, best_config={}, best_metrics={}, pareto=front, **summary)
     if not done:
         return SweepResult(best_trial_id=None, best_config={}, best_metrics={}, **summary)
     sign = 1 if space.mode == "min" else -1

@@ -12,6 +12,11 @@ Example::
     parameters:
       weighting.weights.shape: {type: choice, values: [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0]}
       optim.weight_decay: {type: loguniform, low: 1.0e-6, high: 1.0e-2}
+
+Several metrics (``metric: [val/fine/accuracy, val/shape/r2]``, ``mode`` a list or left to each metric's
+direction) make a Pareto sweep: Optuna's multi-objective sampler (TPE or NSGA-II), every trial runs all its
+epochs (ASHA ranks by one number, so the scheduler is FIFO), and each trial is scored by its last epoch's
+values; the sweep ends with the trials no other finished trial dominates.
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ class Parameter(_Strict):
 
 class Searcher(_Strict):
     name: Literal["optuna"] = "optuna"
-    sampler: Literal["tpe", "random"] = "tpe"
+    sampler: Literal["tpe", "random", "nsga2"] = Field("tpe", description="nsga2: NSGA-II, for Pareto sweeps.")
     seed: int = 0
     storage: str | None = Field(None, description="Optuna RDB URL (e.g. sqlite:///optuna.db) to persist the study.")
 
@@ -109,8 +114,8 @@ class SpaceFile(_Strict):
     """The whole search-space file."""
 
     base: str
-    metric: str = "val/loss"
-    mode: Literal["min", "max"] | None = None
+    metric: str | list[str] = Field("val/loss", description="A metric, or several for a Pareto sweep.")
+    mode: Literal["min", "max"] | list[Literal["min", "max"]] | None = None
     num_samples: int = Field(10, gt=0)
     max_concurrent: int | None = Field(None, gt=0)
     cv: int | None = Field(None, ge=3, description="Score each trial by K-fold cross-validation (mean over folds).")
@@ -142,29 +147,54 @@ class Space:
                     check_config(config_from_dict(apply_overrides(self.base, {key: value}), source=where))
                 except ConfigError as exc:
                     raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
-        metrics = parts.metrics
-        if self.file.metric not in metrics:
-            raise ConfigError(
-                f"{self.path}: metric '{self.file.metric}' is not reported by tasks {self.base_config.tasks} "
-                f"(choose one of: {', '.join(metrics)})"
-                + ("; val/delta_m needs train.baseline in the base config" if self.file.metric == "val/delta_m" else "")
-            )
-        weights = [key for key in self.file.parameters if key.startswith("weighting.weights.")]
-        if self.file.metric == "val/loss" and weights:
-            raise ConfigError(
-                f"{self.path}: metric 'val/loss' is the loss weighted by the searched {', '.join(weights)}, so "
-                "smaller weights score better by construction; rank by a metric no searched parameter scales: "
-                f"val/loss_unweighted or a task's own (e.g. {_task_metric(metrics)})"
-            )
-        self.metric = self.file.metric
-        self.mode = self.file.mode or metrics[self.metric]
+        self.metrics, self.modes = self._objectives(parts.metrics)
+        self.metric, self.mode = self.metrics[0], self.modes[0]
         # With cross-validation a trial reports once: the folds' mean of their best-epoch metric.
         self.tune_metric = f"cv/best/{self.metric}" if self.file.cv else self.metric
 
+    def _objectives(self, reported: dict[str, str]) -> tuple[list[str], list[str]]:
+        """The metrics to optimise and their directions, each checked against what the base config reports."""
+        metrics = [self.file.metric] if isinstance(self.file.metric, str) else list(self.file.metric)
+        modes = self.file.mode
+        if not metrics or len(set(metrics)) < len(metrics):
+            raise ConfigError(f"{self.path}: metric: name one metric, or several different ones (got {metrics})")
+        if isinstance(modes, list) and len(modes) != len(metrics):
+            raise ConfigError(f"{self.path}: mode: {len(modes)} mode(s) for {len(metrics)} metric(s); give one per "
+                              "metric, or leave mode out to use each metric's natural direction")
+        if len(metrics) > 1 and self.file.cv:
+            raise ConfigError(f"{self.path}: cv: a Pareto sweep (several metrics) cannot be cross-validated yet; "
+                              "give one metric, or drop cv")
+        weights = [key for key in self.file.parameters if key.startswith("weighting.weights.")]
+        for metric in metrics:
+            if metric not in reported:
+                raise ConfigError(
+                    f"{self.path}: metric '{metric}' is not reported by tasks {self.base_config.tasks} "
+                    f"(choose one of: {', '.join(reported)})"
+                    + ("; val/delta_m needs train.baseline in the base config" if metric == "val/delta_m" else ""))
+            if metric == "val/loss" and weights:
+                raise ConfigError(
+                    f"{self.path}: metric 'val/loss' is the loss weighted by the searched {', '.join(weights)}, so "
+                    "smaller weights score better by construction; rank by a metric no searched parameter scales: "
+                    f"val/loss_unweighted or a task's own (e.g. {_task_metric(reported)})")
+        if isinstance(modes, list):
+            return metrics, list(modes)
+        return metrics, [modes or reported[m] for m in metrics]
+
+    @property
+    def pareto(self) -> bool:
+        """Whether the sweep optimises several metrics at once."""
+        return len(self.metrics) > 1
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric as Tune sees it, mode) for every optimised metric."""
+        return [(self.tune_metric, self.mode)] if not self.pareto else list(zip(self.metrics, self.modes))
+
     @property
     def scheduler_name(self) -> str:
-        """ASHA needs per-epoch reports; a cross-validated trial reports once, so it runs FIFO."""
-        return "fifo" if self.file.cv else self.file.scheduler.name
+        """ASHA needs per-epoch reports of one metric; a cross-validated trial reports once and a Pareto sweep
+        ranks by several metrics, so both run FIFO."""
+        return "fifo" if self.file.cv or self.pareto else self.file.scheduler.name
 
     def tune_space(self) -> dict[str, Any]:
         """``{dotted.key: tune sampler}`` for the Tuner's ``param_space``."""
@@ -182,13 +212,15 @@ class Space:
         lines = [
             f"search space  {self.path}",
             f"base config   {self.base_path}",
-            f"metric        {self.tune_metric} ({self.mode})"
-            + (f": mean over {f.cv}-fold cross-validation" if f.cv else ""),
+            (f"metric        {self.tune_metric} ({self.mode})"
+             + (f": mean over {f.cv}-fold cross-validation" if f.cv else "")) if not self.pareto else
+            "metrics       " + ", ".join(f"{m} ({d})" for m, d in self.objectives) + ": Pareto sweep, last-epoch values",
             f"searcher      {f.searcher.name} ({f.searcher.sampler}, seed {f.searcher.seed})"
             + (f", study stored in {f.searcher.storage}" if f.searcher.storage else ""),
             f"scheduler     {self.scheduler_name}"
             + (f" (max_t {self.base_config.optim.epochs} epochs, grace {f.scheduler.grace_period}, "
-               f"reduction {f.scheduler.reduction_factor:g})" if self.scheduler_name == "asha" else ""),
+               f"reduction {f.scheduler.reduction_factor:g})" if self.scheduler_name == "asha" else "")
+            + (" (ASHA ranks by one metric: every trial runs all its epochs)" if self.pareto else ""),
             f"trials        {f.num_samples}" + (f", at most {f.max_concurrent} at once" if f.max_concurrent else ""),
             f"per trial     {f.resources.workers_per_trial} worker(s), {f.resources.gpus_per_worker:g} GPU each",
             "parameters:",

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from ray.train import Checkpoint
@@ -24,6 +26,8 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from distmtl.launch.ray_train import FAILURE_KEY
 from distmtl.tracking import FAILURE_TAG, MlflowRun, default_journal
 from distmtl.tracking.fallback import FallbackWriter
+from distmtl.tracking.plots import save_figure
+from distmtl.tune.pareto import pareto_front
 from distmtl.tune.space import Space
 
 log = logging.getLogger("distmtl")
@@ -32,6 +36,8 @@ TRIAL_TAG = "distmtl.trial_id"
 SWEEP_TAG = "distmtl.sweep"
 #: On the run of a trial the scheduler ended before its last epoch: that epoch (0-based) and the scheduler.
 STOPPED_AT_TAG, STOPPED_BY_TAG = "distmtl.stopped_at_epoch", "distmtl.stopped_by"
+#: On the runs of a Pareto sweep's front.
+PARETO_TAG = "distmtl.pareto"
 #: On a sweep's parent run: the sweep's storage path (trial runs carry SWEEP_TAG instead).
 PARENT_TAG = "distmtl.sweep_of"
 _LOST = "its trial was lost: the sweep's driver stopped before it saved the trial (the trial did not finish)"
@@ -135,7 +141,32 @@ class MlflowTrialLogger(Callback):
             run.finish({Trial.TERMINATED: "FINISHED", Trial.ERROR: "FAILED"}.get(status.get(trial_id), "KILLED"))
         if self.parent is not None:
             self._summarize(trials)
+            if self.space.pareto:
+                self._mark_pareto_front(trials)
         self.writer.close()
+
+    def _mark_pareto_front(self, trials: list) -> None:
+        """A Pareto sweep's front: each member's run tagged ``distmtl.pareto = true``; on the parent run the
+        members' ids, ``pareto.md`` and the front drawn over every finished trial (``pareto_front.png``)."""
+        metrics, modes = self.space.metrics, self.space.modes
+        points = {t.trial_id: [float((t.last_result or {}).get(m, math.nan)) for m in metrics] for t in trials
+                  if t.status == Trial.TERMINATED and t.trial_id not in self.failures}
+        front = pareto_front(points, modes)
+        for trial_id in front:
+            run_id = self._existing_run(trial_id)
+            if run_id:
+                MlflowRun.attach(self.tracking_uri, run_id, self.writer).set_tags({PARETO_TAG: "true"})
+        self.parent.set_tags({"distmtl.pareto_trials": ",".join(front)})
+        lines = [f"| trial | {' | '.join(f'{m} ({d})' for m, d in zip(metrics, modes))} |", "|---" * (len(metrics) + 1) + "|"]
+        lines += [f"| {t} | {' | '.join(f'{v:.4g}' for v in points[t])} |" for t in front]
+        self.parent.log_text("\n".join(lines) + "\n", "pareto.md")
+        finite = {t: v for t, v in points.items() if all(math.isfinite(x) for x in v)}
+        if front:
+            with tempfile.TemporaryDirectory(prefix="distmtl-pareto-") as directory:
+                path = Path(directory, "pareto_front.png")
+                save_figure("pareto_front", {"metrics": metrics, "modes": modes, "points": finite, "front": front}, path)
+                self.writer.write({"op": "log_artifact", "run": self.parent.run_id, "path": str(path),
+                                   "artifact_path": None})
 
     def _summarize(self, trials: list) -> None:
         """On the parent run: every trial as a table (``trials.md``, ``trials.json``), the best trial's id and
@@ -143,7 +174,7 @@ class MlflowTrialLogger(Callback):
         metric, mode = self.space.tune_metric, self.space.mode
         rows = [self._row(t, metric, mode) for t in trials]
         scored = [r for r in rows if r["failure"] is None and r["best"] is not None]
-        best = (min if mode == "min" else max)(scored, key=lambda r: r["best"]) if scored else None
+        best = (min if mode == "min" else max)(scored, key=lambda r: r["best"]) if scored and not self.space.pareto else None
         if best is not None:
             self.parent.set_tags({"distmtl.best_trial_id": best["trial_id"],
                                   **{f"best.{k}": str(v) for k, v in best["searched"].items()}})
