@@ -1,4 +1,4 @@
-"""The ``distmtl`` command line: ``train``, ``tune``, ``recipe``, ``baseline``, ``data convert`` and ``ui``.
+"""The ``distmtl`` command line: ``train``, ``tune``, ``recipe``, ``baseline``, ``evaluate``, ``data convert`` and ``ui``.
 
 Input problems (bad YAML, unknown keys, out-of-range values, missing files) print one line and
 exit with status 2 before anything starts.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="continue the interrupted sweep at STORAGE/EXPERIMENT (give the same command again plus "
                            "--resume): finished trials stay, unfinished and errored ones continue from their last "
                            "checkpoint in their own MLflow run, the searcher keeps its state")
+    tune.add_argument("--register", default=None, metavar="NAME",
+                      help="register the best trial's model in MLflow's model registry as NAME")
     _add_ray_options(tune)
 
     recipe = sub.add_parser("recipe", help="run an experiment of the source documents: a table of mean ± std over "
@@ -116,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--num-samples", type=int, default=None, metavar="N", help="generator size / subset size")
     convert.add_argument("--seed", type=int, default=None)
     convert.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    evaluate = sub.add_parser("evaluate", help="score a model a run or sweep logged to MLflow on its test split")
+    evaluate.add_argument("--model", required=True, metavar="URI",
+                          help="runs:/<run id>/artifacts/model, models:/<name>/<version>, or a local model folder")
+    evaluate.add_argument("--config", default=None, metavar="FILE",
+                          help="run configuration (default: the config.yaml saved with the model)")
+    evaluate.add_argument("--split", default="test", choices=["val", "test"], help="which split to score (default test)")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a config key, e.g. --set data.root=/data/pets (repeatable)")
+    evaluate.add_argument("--mlflow-uri", default=None, metavar="URI",
+                          help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
 
     ui = sub.add_parser("ui", help="the MLflow UI on the store distmtl writes to; prints the latest sweep's URL")
     ui.add_argument("--mlflow-uri", default=None, metavar="URI",
@@ -238,6 +253,9 @@ def _tune(args: argparse.Namespace) -> int:
         _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
     _positive(args.gpus_per_worker, "--gpus-per-worker", allow_zero=True)
     space = Space(args.space, _overrides(args))
+    if args.register and space.pareto:
+        raise DistmtlError("--register: a Pareto sweep has no single best model; register a front member's "
+                           "runs:/<run id>/artifacts/model with MLflow")
     if args.dry_run:
         print(space.describe())
         return 0
@@ -266,6 +284,13 @@ def _tune(args: argparse.Namespace) -> int:
             print(f"  {key} = {value}")
         print(_format_metrics("its last report (val/: last epoch; best/: best epoch; test/: at the best epoch)",
                               result.best_metrics))
+        if args.register:
+            from distmtl.tracking.model_export import register_trial_model
+
+            uri = args.mlflow_uri or default_tracking_uri()
+            model_uri, version = register_trial_model(uri, result.experiment, result.best_trial_id, args.register)
+            print(f"registered {model_uri} as model '{args.register}' version {version}; score it again with:\n"
+                  f"  distmtl evaluate --model models:/{args.register}/{version} --mlflow-uri {uri}")
     if result.pareto:
         print(_pareto_table(result.pareto, space.modes))
     if result.interrupted:
@@ -414,6 +439,39 @@ def _format_metrics(title: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from distmtl.config import load_config, parse_set_args
+    from distmtl.engine import LocalReporter, Trainer
+    from distmtl.engine.assembly import check_config
+    from distmtl.tracking import default_tracking_uri
+    from distmtl.tracking.model_export import CONFIG_FILE, load_model
+
+    if ":/" not in args.model and not Path(args.model).is_dir():
+        raise DistmtlError(f"--model {args.model}: no such model folder; give runs:/<run id>/artifacts/model, "
+                           "models:/<name>/<version>, or the folder of a saved model")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory(prefix="distmtl-model-") as scratch:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(
+                args.model, dst_path=scratch, tracking_uri=args.mlflow_uri or default_tracking_uri()))
+        except (MlflowException, OSError) as exc:
+            raise DistmtlError(f"--model {args.model}: not found ({str(exc).splitlines()[0]}); give runs:/<run id>/"
+                               "artifacts/model of a run that finished, models:/<name>/<version>, or a model folder") from None
+        config_path = Path(args.config) if args.config else local / CONFIG_FILE
+        if not config_path.is_file():
+            raise DistmtlError(f"--model {args.model} carries no {CONFIG_FILE}; give --config FILE")
+        config = load_config(config_path, parse_set_args(args.overrides))
+        check_config(config)
+        model = load_model(str(local))
+    scored = Trainer(config, LocalReporter()).score(model, args.split)
+    source = args.config or "the config saved with it"
+    print(_format_metrics(f"{args.model} on the {args.split} split of {source}", scored))
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -438,4 +496,4 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"train": _train, "tune": _tune, "recipe": _recipe, "baseline": _baseline, "data": _data, "mlflow": _mlflow,
-             "ui": _ui}
+             "evaluate": _evaluate, "ui": _ui}

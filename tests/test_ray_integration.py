@@ -43,10 +43,11 @@ def test_tune_sweep_logs_one_run_per_trial_with_params_and_per_task_metrics(ray_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rc = main(["tune", "--space", str(REPO / "search_spaces/quick.yaml"), "--num-samples", "2",
                "--workers-per-trial", "2", "--storage", str(tmp_path / "results"), "--mlflow-uri", uri,
-               "--experiment", "sweep", *tiny_overrides()])
+               "--experiment", "sweep", "--register", "sweep-best", *tiny_overrides()])
     assert rc == 0
     out = capsys.readouterr().out
     assert "sweep 'sweep': 2 trial(s)" in out and "best trial" in out
+    assert "as model 'sweep-best' version 1" in out
 
     client = MlflowClient(uri)
     found = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
@@ -63,6 +64,11 @@ def test_tune_sweep_logs_one_run_per_trial_with_params_and_per_task_metrics(ray_
         with open(local) as f:
             config = yaml.safe_load(f)
         assert str(config["model"]["bottleneck"]) == run.data.params["model.bottleneck"]
+        assert "artifacts/model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "artifacts/model")}
+        assert run.data.tags["distmtl.version"] and run.inputs.dataset_inputs[0].dataset.name == "synthetic"
+    (registered,) = client.search_model_versions("name = 'sweep-best'")
+    assert registered.run_id == next(r.info.run_id for r in runs
+                                     if r.data.tags["distmtl.trial_id"] == parent.data.tags["distmtl.best_trial_id"])
     trained = {p.name for p in (tmp_path / "results" / "sweep-train").iterdir()}
     assert trained == {run.data.tags["distmtl.trial_id"] for run in runs}
 

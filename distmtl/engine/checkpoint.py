@@ -60,6 +60,7 @@ class TrainingState:
     sampler: dict[str, int] = field(default_factory=dict)
     global_step: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    image_shape: list[int] = field(default_factory=list)  # C, H, W of the run's images (rebuilds the model alone)
     format_version: int = FORMAT_VERSION
 
     def save(self, directory: str | Path) -> Path:

@@ -30,6 +30,7 @@ from distmtl.engine.schedule import LearningRateSchedule
 from distmtl.engine.structure import build_controller
 from distmtl.errors import DistmtlError
 from distmtl.models import MultiTaskModel
+from distmtl.tracking.model_export import MODEL_DIR, save_model
 from distmtl.tracking.plots import save_artifacts
 
 log = logging.getLogger("distmtl")
@@ -69,6 +70,7 @@ class Trainer:
         self.controller = build_controller(config.model.architecture, self.model)
         self.optimizer = self._new_optimizer()
         self.best, self.start_epoch, self.global_step = Best(), 0, 0
+        self.best_model: MultiTaskModel | None = None  # set by the test pass after the last epoch
         with reporter.restore_dir() as restore:
             state = TrainingState.load(restore) if restore else None
         if state:
@@ -177,6 +179,15 @@ class Trainer:
             accumulator.add(outputs, targets, masks, self._loss_terms(outputs, targets, masks))
         return accumulator.reduce(self.ctx)
 
+    def score(self, model: MultiTaskModel, split: str = "test") -> dict[str, float]:
+        """``split`` metrics (and Δm where the config has a baseline) of ``model``, e.g. one loaded from MLflow,
+        on this run's data and split."""
+        losses, metrics = self.evaluate(model.to(self.ctx.device), getattr(self.loaders, split))
+        flat = _flatten(split, losses, metrics, self.weighting.static)
+        if self.baseline:
+            flat[f"{split}/delta_m"] = self.baseline.delta_m(flat, split)
+        return flat
+
     def test_at_best(self) -> dict[str, float]:
         """Test metrics of the best epoch's weights (every rank evaluates its shard; results are all-reduced)."""
         if self.best.state is None:
@@ -184,11 +195,8 @@ class Trainer:
         evaluated = copy.deepcopy(self.model)
         evaluated.restore_structure(self.best.structure or {})
         evaluated.load_state_dict(self.best.state)
-        losses, metrics = self.evaluate(evaluated, self.loaders.test)
-        flat = _flatten("test", losses, metrics, self.weighting.static)
-        if self.baseline:
-            flat["test/delta_m"] = self.baseline.delta_m(flat, "test")
-        return flat
+        self.best_model = evaluated
+        return self.score(evaluated, "test")
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state_dict(self, epoch: int, rng: list[dict[str, Any]], metrics: dict[str, float]) -> TrainingState:
@@ -198,6 +206,7 @@ class Trainer:
             weighting=self.weighting.state_dict(), best=self.best, rng=rng, config=self.config.model_dump(),
             structure=self.model.structure(), controller=self.controller.state_dict() if self.controller else {},
             sampler={"epoch": epoch + 1, "batches_done": 0}, global_step=self.global_step, metrics=metrics,
+            image_shape=list(self.samples.image_shape),
         )
 
     def load_state_dict(self, state: TrainingState) -> None:
@@ -224,6 +233,10 @@ class Trainer:
             state.save(directory)
             records = {**self.model.diagnostics(), **(self.controller.diagnostics() if self.controller else {})}
             save_artifacts(records, Path(directory) / ARTIFACTS_DIR, state.epoch)
+            if self.best_model is not None:  # the last epoch: the best epoch's model, for MLflow and `evaluate`
+                (Path(directory) / ARTIFACTS_DIR).mkdir(exist_ok=True)
+                save_model(self.best_model, self.samples.image_shape, self.config.model_dump(),
+                           Path(directory) / ARTIFACTS_DIR / MODEL_DIR)
             self.reporter.report(state.metrics, directory)
 
     # --- helpers ---------------------------------------------------------------------------------

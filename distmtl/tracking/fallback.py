@@ -181,7 +181,7 @@ class FallbackWriter:
         if op["op"] == "log_artifact":
             copy = self.journal.with_name(self.journal.name + ".files") / uuid.uuid4().hex[:12] / Path(op["path"]).name
             copy.parent.mkdir(parents=True)
-            shutil.copy2(op["path"], copy)
+            (shutil.copytree if Path(op["path"]).is_dir() else shutil.copy2)(op["path"], copy)
             op = {**op, "path": str(copy)}
         _append(self.journal, op)
 

@@ -23,9 +23,12 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
+from distmtl.engine.export import best_model
+from distmtl.errors import DistmtlError
 from distmtl.launch.ray_train import FAILURE_KEY
 from distmtl.tracking import FAILURE_TAG, MlflowRun, default_journal
 from distmtl.tracking.fallback import FallbackWriter
+from distmtl.tracking.model_export import MODEL_DIR, save_model
 from distmtl.tracking.plots import save_figure
 from distmtl.tune.pareto import pareto_front
 from distmtl.tune.space import Space
@@ -56,13 +59,14 @@ class MlflowTrialLogger(Callback):
         self.journal = str(default_journal(experiment, tracking_uri))
         self.runs: dict[str, MlflowRun] = {}
         self.failures: dict[str, str] = {}
+        self.checkpoints: dict[str, str] = {}  # each trial's latest checkpoint (Tune's path)
         self.parent: MlflowRun | None = None
         self.total = num_samples or space.file.num_samples  # kept with the sweep: a resumed driver knows it too
         self._writer: FallbackWriter | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles the callback with the sweep (for ``--resume``): settings only, no live runs or client."""
-        return {**self.__dict__, "runs": {}, "failures": {}, "parent": None, "_writer": None}
+        return {**self.__dict__, "runs": {}, "failures": {}, "checkpoints": {}, "parent": None, "_writer": None}
 
     @property
     def writer(self) -> FallbackWriter:
@@ -107,6 +111,8 @@ class MlflowTrialLogger(Callback):
             self.failures[trial.trial_id] = result[FAILURE_KEY]
             run.set_tags({FAILURE_TAG: result[FAILURE_KEY]})
             return
+        if result.get(CHECKPOINT_PATH_KEY):
+            self.checkpoints[trial.trial_id] = result[CHECKPOINT_PATH_KEY]
         if run.log_epoch(result) and result.get(CHECKPOINT_PATH_KEY):
             with Checkpoint(result[CHECKPOINT_PATH_KEY]).as_directory() as directory:
                 run.log_checkpoint_artifacts(directory)
@@ -119,7 +125,25 @@ class MlflowTrialLogger(Callback):
             planned = self.space.trial_config(self._sampled(trial)).optim.epochs
             if 0 <= run.last_epoch < planned - 1:
                 run.set_tags({STOPPED_AT_TAG: str(run.last_epoch), STOPPED_BY_TAG: self.space.scheduler_name})
+                self._log_best_model(run, trial.trial_id)
         self._finish(trial.trial_id, "FAILED" if trial.trial_id in self.failures else "FINISHED")
+
+    def _log_best_model(self, run: MlflowRun, trial_id: str) -> None:
+        """A trial the scheduler stopped never reached the last epoch, where training saves its model: export
+        its best-epoch model from its last checkpoint instead (``artifacts/model``, as every finished run has)."""
+        checkpoint = self.checkpoints.get(trial_id)
+        if checkpoint is None:
+            return
+        with Checkpoint(checkpoint).as_directory() as directory, \
+                tempfile.TemporaryDirectory(prefix="distmtl-model-") as scratch:
+            try:
+                model, image_shape, state = best_model(directory)
+            except DistmtlError as exc:
+                log.warning("trial %s: no model logged (%s)", trial_id, exc)
+                return
+            save_model(model, image_shape, state.config, Path(scratch) / MODEL_DIR)
+            self.writer.write({"op": "log_artifact", "run": run.run_id, "path": str(Path(scratch) / MODEL_DIR),
+                               "artifact_path": "artifacts"})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.runs.get(trial.trial_id)
