@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all sub-commands."""
     parser = argparse.ArgumentParser(prog="distmtl", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final summary")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="tune: also Ray's own notices and every worker's output (default: one line per trial event)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one config with Ray Train (DDP over N workers)")
@@ -270,6 +272,7 @@ def _tune(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, experiment=args.experiment,
         storage=args.storage, mlflow_uri=args.mlflow_uri, address=args.address, resume=args.resume,
+        verbose=args.verbose,
     ))
     elapsed = time.perf_counter() - started
     print(f"\nsweep '{result.experiment}': {result.num_trials} trial(s) in {elapsed:.1f} s; results in "
@@ -278,6 +281,8 @@ def _tune(args: argparse.Namespace) -> int:
         print(f"{len(result.failed)} trial(s) failed:")
         for trial_id, reason in result.failed.items():
             print(f"  {trial_id}: {reason}")
+    if result.ranking:
+        print(_ranking_table(result.ranking, f"best {space.tune_metric} ({space.mode})"))
     if result.best_trial_id is not None:
         print(f"best trial {result.best_trial_id} ({space.tune_metric}, {space.mode}):")
         for key, value in result.best_config.items():
@@ -311,10 +316,23 @@ def _pareto_table(front: list, modes: list[str]) -> str:
     header = ["trial", *(f"{m} ({d})" for m, d in zip(metrics, modes)), *keys]
     rows = [[m.trial_id, *(f"{m.values[k]:.4g}" for k in metrics), *(short_value(m.config.get(k, "")) for k in keys)]
             for m in sorted(front, key=lambda m: m.values[metrics[0]])]
+    return _table(f"Pareto front: {len(front)} trial(s) that no other finished trial beats on every metric", header, rows)
+
+
+def _ranking_table(ranking: list, score: str) -> str:
+    """The scored trials, best first: rank, trial, epochs run, best score, searched values."""
+    from distmtl.tune.tracking_callback import short_value
+
+    keys = sorted({k for trial in ranking for k in trial.config})
+    rows = [[str(i), t.trial_id, str(t.epochs), f"{t.score:.4g}", *(short_value(t.config.get(k, "")) for k in keys)]
+            for i, t in enumerate(ranking, 1)]
+    return _table("trials, best first:", ["#", "trial", "epochs", score, *keys], rows)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [f"Pareto front: {len(front)} trial(s) that no other finished trial beats on every metric"]
-    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
-    return "\n".join(lines)
+    return "\n".join([title] + ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                                for r in [header, *rows]])
 
 
 def _recipe(args: argparse.Namespace) -> int:

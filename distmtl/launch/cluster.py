@@ -21,9 +21,10 @@ LAUNCHER_CONFIG = Path("~/ray_bootstrap_config.yaml")
 NODE_TYPE_LABEL = "ray.io/node-group"
 
 
-def ensure_ray(request: Request, address: str | None = None) -> Plan:
+def ensure_ray(request: Request, address: str | None = None, verbose: bool = True) -> Plan:
     """Join the Ray cluster at ``address`` (else ``$RAY_ADDRESS``, else the one ``ray start`` recorded on
-    this machine) or start a local one, and lay ``request`` out on it.
+    this machine) or start a local one, and lay ``request`` out on it; ``verbose``: whether the workers'
+    output and Ray's own notices (token authentication, dashboard) reach this console.
 
     A request that the cluster can never hold raises :class:`DistmtlError` before a local cluster
     starts (judged from this machine's CPUs and GPUs), or right after joining (and disconnecting), so
@@ -37,12 +38,12 @@ def ensure_ray(request: Request, address: str | None = None) -> Plan:
     target, origin = _cluster_to_join(address)
     if target is None:
         plan(local_machine(), request)
-        _start_local()
+        _start_local(verbose)
         log.info("started a local Ray cluster with %s CPUs", ray.cluster_resources().get("CPU"))
     else:
         _check_listening(target, origin)
         try:
-            ray.init(address=address)
+            ray.init(address=address, **_console(verbose))
         except (ConnectionError, AuthenticationError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DistmtlError(f"cannot join the Ray cluster at {target} ({origin}): {reason}; with token "
@@ -55,7 +56,7 @@ def ensure_ray(request: Request, address: str | None = None) -> Plan:
         raise
 
 
-def _start_local() -> None:
+def _start_local(verbose: bool) -> None:
     """Start a local cluster whose processes find its dashboard through ``RAY_API_SERVER_ADDRESS``: Ray Train's
     placement-group cleaner otherwise looks the cluster up as "auto", which fails while another Ray cluster runs
     on the machine, and a sequential sweep's next trial then waits forever for the last one's placement group."""
@@ -65,7 +66,12 @@ def _start_local() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # the cluster's processes inherit it
-    ray.init(address="local", dashboard_port=port)
+    ray.init(address="local", dashboard_port=port, **_console(verbose))
+
+
+def _console(verbose: bool) -> dict:
+    """``ray.init`` settings for what reaches this console: everything, or warnings only and no worker lines."""
+    return {} if verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
 
 
 def _cluster_to_join(address: str | None) -> tuple[str | None, str]:

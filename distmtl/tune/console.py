@@ -2,7 +2,8 @@
 
 Tune's default output reprints a table of every trial several times a minute; a sweep's user wants to
 know when a trial starts (with what), how it ended (finished, stopped early by the scheduler, failed and
-why) and its score. The workers' own epoch lines still appear as Ray forwards them.
+why), each epoch's score, and its final score. The workers' own lines (and Ray's notices) appear with
+``--verbose``.
 """
 
 from __future__ import annotations
@@ -29,14 +30,28 @@ class ConsoleProgress(Callback):
         sampled = ", ".join(f"{k}={short_value(v)}" for k, v in trial.config.items() if k in self.space.file.parameters)
         print(f"trial {trial.trial_id} started: {sampled}", flush=True)
 
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        """``trial <id> epoch k/N  <metric> <value> (best <value>)``, one line per epoch."""
+        if FAILURE_KEY in result or "epoch" not in result:
+            return
+        shown = []
+        for metric, mode in self.space.objectives:
+            value = result.get(metric)
+            if not isinstance(value, (int, float)):
+                continue
+            earlier = (trial.metric_analysis.get(metric) or {}).get(mode)  # Tune adds this result after the callbacks
+            best = value if not isinstance(earlier, (int, float)) else (min if mode == "min" else max)(earlier, value)
+            shown.append(f"{metric} {value:.4g}" + ("" if self.space.pareto else f" (best {best:.4g})"))
+        print(f"trial {trial.trial_id} epoch {int(result['epoch']) + 1}/{self._planned(trial)}  {'  '.join(shown)}",
+              flush=True)
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
         if FAILURE_KEY in result:
             self._ended(trial, f"failed: {result[FAILURE_KEY]}")
             return
         epochs = int(result.get("epoch", -1)) + 1
-        planned = self.space.trial_config(
-            {k: v for k, v in trial.config.items() if k in self.space.file.parameters}).optim.epochs
+        planned = self._planned(trial)
         how = (f"stopped by {self.space.scheduler_name} after {epochs} of {planned} epochs"
                if 0 < epochs < planned and self.space.scheduler_name == "asha" else f"finished ({epochs} epochs)")
         if self.space.pareto:
@@ -49,6 +64,10 @@ class ConsoleProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial, f"failed: {error_line(trial)}")
+
+    def _planned(self, trial: Any) -> int:
+        """The epochs the trial's config asks for."""
+        return self.space.trial_config({k: v for k, v in trial.config.items() if k in self.space.file.parameters}).optim.epochs
 
     def _ended(self, trial: Any, what: str) -> None:
         self.ended += 1

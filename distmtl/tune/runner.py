@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class SweepOptions:
     mlflow_uri: str | None = None
     address: str | None = None
     resume: bool = False
+    verbose: bool = False  # Ray's own output and the workers' lines; otherwise one line per trial event
 
 
 @dataclass
@@ -57,6 +59,17 @@ class SweepResult:
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
     pareto: list[ParetoMember] = field(default_factory=list)
+    ranking: list[RankedTrial] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RankedTrial:
+    """A scored trial of a single-metric sweep: its id, best score over its epochs, epochs run, searched values."""
+
+    trial_id: str
+    score: float
+    epochs: int
+    config: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -115,10 +128,13 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     num_samples = options.num_samples or f.num_samples
     check_sweep_resume(sweep_path, options.resume, num_samples)
     tracking_uri = options.mlflow_uri or default_tracking_uri()
+    if not options.verbose:  # Tune's banners and Optuna's notices: ConsoleProgress speaks instead
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter at verbose=0 prints nothing
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     workers = options.workers_per_trial or f.resources.workers_per_trial
     gpus = f.resources.gpus_per_worker if options.gpus_per_worker is None else options.gpus_per_worker
     layout = ensure_ray(Request(workers, gpus, options.cpus_per_worker or f.resources.cpus_per_worker, TRIAL_CPUS,
-                                workers_flag="--workers-per-trial"), options.address)
+                                workers_flag="--workers-per-trial"), options.address, verbose=options.verbose)
     resources = Resources(workers, gpus, layout.cpus_per_worker)
     max_concurrent, limit = concurrency(layout.max_concurrent, options.max_concurrent or f.max_concurrent, num_samples,
                                         tpe=f.searcher.sampler == "tpe")
@@ -176,11 +192,15 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     if not done:
         return SweepResult(best_trial_id=None, best_config={}, best_metrics={}, **summary)
     sign = 1 if space.mode == "min" else -1
-    best = min(done, key=lambda r: sign * getattr(r.metrics_dataframe[space.tune_metric], space.mode)())
+    ranked = sorted(done, key=lambda r: sign * getattr(r.metrics_dataframe[space.tune_metric], space.mode)())
+    best = ranked[0]
     return SweepResult(
         best_trial_id=_trial_id(best),
         best_config={k: v for k, v in best.config.items() if k in f.parameters},
         best_metrics={k: v for k, v in best.metrics.items() if "/" in k or k in ("epoch", "best_epoch")},
+        ranking=[RankedTrial(_trial_id(r), float(getattr(r.metrics_dataframe[space.tune_metric], space.mode)()),
+                             int(r.metrics.get("epoch", -1)) + 1, {k: v for k, v in r.config.items() if k in f.parameters})
+                 for r in ranked],
         **summary,
     )
 
