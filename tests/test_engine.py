@@ -1,5 +1,6 @@
 """The engine in a plain process (and, with two gloo ranks, under torch.distributed) — no Ray."""
 
+import json
 import math
 import os
 import socket
@@ -224,3 +225,20 @@ def test_a_checkpoint_of_another_model_or_a_damaged_one_is_refused_clearly(tmp_p
     (damaged / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(DistmtlError, match="cannot read .*: the file is damaged"):
         load_checkpoint(damaged)
+
+
+def test_the_last_checkpoint_draws_a_confusion_matrix_and_predicted_vs_true_at_the_best_epoch(tmp_path):
+    """Each classification task's confusion matrix (whose diagonal gives the reported test accuracy) and each
+    regression task's predictions against the truth, as JSON and PNG with the last epoch's records."""
+    reporter = LocalReporter(tmp_path)
+    final = train(small_config(), reporter)
+    artifacts = reporter.checkpoints[-1] / "artifacts"
+    names = {p.name for p in artifacts.iterdir()}
+    assert {"confusion_matrix@fine_epoch001.png", "confusion_matrix@colour_epoch001.png",
+            "predicted_vs_true@shape_epoch001.png"} <= names
+    assert not list(reporter.checkpoints[0].glob("artifacts/confusion_matrix*"))  # drawn once, at the end
+    for task in ("fine", "colour"):
+        matrix = np.array(json.loads((artifacts / f"confusion_matrix@{task}_epoch001.json").read_text())["matrix"])
+        assert np.trace(matrix) / matrix.sum() == pytest.approx(final[f"test/{task}/accuracy"])
+    shape = json.loads((artifacts / "predicted_vs_true@shape_epoch001.json").read_text())
+    assert np.array(shape["predicted"]).shape == np.array(shape["true"]).shape and len(shape["true"][0]) == 4

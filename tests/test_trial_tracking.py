@@ -148,7 +148,7 @@ def test_a_sweep_has_one_parent_run_with_its_trials_nested_and_the_best_one_name
     assert parent.data.metrics["best/val/loss_unweighted"] == 1.5 and parent.data.metrics["sweep/trials_ended"] == 2
     assert parent.data.params["metric"] == "val/loss_unweighted" and parent.data.params["scheduler.name"] == "asha"
     artifacts = {f.path for f in client.list_artifacts(parent.info.run_id)}
-    assert {"quick.yaml", "trials.md", "trials.json"} <= artifacts
+    assert {"quick.yaml", "trials.md", "trials.json", "optimization_history.png", "param_importances.png"} <= artifacts
     trials = [r for r in client.search_runs([experiment]) if "distmtl.trial_id" in r.data.tags]
     assert len(trials) == 3 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
 

@@ -71,6 +71,7 @@ class Trainer:
         self.optimizer = self._new_optimizer()
         self.best, self.start_epoch, self.global_step = Best(), 0, 0
         self.best_model: MultiTaskModel | None = None  # set by the test pass after the last epoch
+        self.prediction_records: dict[str, dict] = {}  # likewise: drawn with the last epoch's records
         with reporter.restore_dir() as restore:
             state = TrainingState.load(restore) if restore else None
         if state:
@@ -196,7 +197,31 @@ class Trainer:
         evaluated.restore_structure(self.best.structure or {})
         evaluated.load_state_dict(self.best.state)
         self.best_model = evaluated
+        self.prediction_records = self.predictions(evaluated)
         return self.score(evaluated, "test")
+
+    @torch.no_grad()
+    def predictions(self, net: nn.Module) -> dict[str, dict]:
+        """Each task's prediction record on the test split (confusion matrix, predicted vs true), from every
+        rank's samples, keyed ``<record kind>@<task>``; empty on ranks other than 0."""
+        drawn = [name for name, task in self.tasks.items() if task.record_kind]
+        if not drawn:
+            return {}
+        net.eval()
+        kept: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {t: [] for t in drawn}
+        for batch in self.loaders.test:
+            images, targets, masks = self._batch(batch)
+            with self.autocast:
+                outputs = net(images)
+            for t in drawn:
+                kept[t].append((outputs[t][masks[t]].float().cpu(), targets[t][masks[t]].cpu()))
+        local = {t: (torch.cat([o for o, _ in pairs]), torch.cat([y for _, y in pairs])) for t, pairs in kept.items()}
+        gathered = self.ctx.gather_objects(local)
+        if not self.ctx.is_main:
+            return {}
+        joined = {t: (torch.cat([g[t][0] for g in gathered]), torch.cat([g[t][1] for g in gathered])) for t in drawn}
+        return {f"{self.tasks[t].record_kind}@{t}": self.tasks[t].prediction_record(*joined[t])
+                for t in drawn if len(joined[t][1])}  # a task without test targets has nothing to draw
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state_dict(self, epoch: int, rng: list[dict[str, Any]], metrics: dict[str, float]) -> TrainingState:
@@ -231,7 +256,8 @@ class Trainer:
             return
         with tempfile.TemporaryDirectory(prefix="distmtl-ckpt-") as directory:
             state.save(directory)
-            records = {**self.model.diagnostics(), **(self.controller.diagnostics() if self.controller else {})}
+            records = {**self.model.diagnostics(), **(self.controller.diagnostics() if self.controller else {}),
+                       **self.prediction_records}
             save_artifacts(records, Path(directory) / ARTIFACTS_DIR, state.epoch)
             if self.best_model is not None:  # the last epoch: the best epoch's model, for MLflow and `evaluate`
                 (Path(directory) / ARTIFACTS_DIR).mkdir(exist_ok=True)

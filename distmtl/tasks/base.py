@@ -31,6 +31,8 @@ class Task(ABC):
     metric_modes: dict[str, str] = {}
     #: The metric that stands for the task in Δm (one of ``metric_modes``; never one that can change sign).
     headline: str = ""
+    #: The figure :meth:`prediction_record` feeds (a plot name in :mod:`distmtl.tracking.plots`), if any.
+    record_kind: str = ""
 
     def __init__(self, name: str, spec: TargetSpec) -> None:
         self.name = name
@@ -64,6 +66,10 @@ class Task(ABC):
     @abstractmethod
     def metric_state(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Sufficient statistics of this batch's metrics (summed over masked-in samples), float64."""
+
+    def prediction_record(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """What :attr:`record_kind`'s figure draws from a split's outputs and targets (masked-in samples only)."""
+        return {}
 
     @abstractmethod
     def metrics(self, state: torch.Tensor) -> dict[str, float]:

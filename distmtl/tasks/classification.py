@@ -16,12 +16,19 @@ class ClassificationTask(Task):
 
     metric_modes = {"accuracy": "max", "balanced_accuracy": "max"}
     headline = "accuracy"
+    record_kind = "confusion_matrix"
 
     def metric_state_size(self) -> int:
         return 2 * self.size
 
     def per_sample_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target, reduction="none")
+
+    def prediction_record(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """The confusion matrix (rows: true class, columns: predicted class)."""
+        index = targets.long() * self.size + outputs.argmax(dim=1)
+        matrix = torch.bincount(index, minlength=self.size * self.size).view(self.size, self.size)
+        return {"task": self.name, "matrix": matrix.tolist()}
 
     def metric_state(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per class: correctly classified samples, then samples."""

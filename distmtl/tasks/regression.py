@@ -20,6 +20,14 @@ class RegressionTask(Task):
 
     metric_modes = {"mse": "min", "mae": "min", "med": "min", "r2": "max"}
     headline = "mae"
+    record_kind = "predicted_vs_true"
+    #: Points kept per figure (the first ones of the split): enough to see the fit, small enough to store.
+    max_points = 1000
+
+    def prediction_record(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Predicted and true values per output dimension (at most :attr:`max_points` samples)."""
+        return {"task": self.name, "predicted": outputs[: self.max_points].float().tolist(),
+                "true": targets[: self.max_points].float().tolist()}
 
     def metric_state_size(self) -> int:
         return 2 + 4 * self.size

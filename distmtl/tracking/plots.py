@@ -1,7 +1,7 @@
 """Figures drawn from the numbers models and controllers record: models compute, tracking draws.
 
 :func:`save_artifacts` writes each record as ``<name>_epoch<NNN>.json`` and, where a plot is
-registered under its name, the figure beside it as ``.png`` (the tracking callbacks log both to
+registered under its name (up to an ``@``: ``confusion_matrix@fine``), the figure beside it as ``.png`` (the tracking callbacks log both to
 MLflow). matplotlib is imported, with its non-interactive backend, only when a figure is drawn.
 """
 
@@ -26,18 +26,20 @@ def save_artifacts(records: dict[str, dict], directory: Path, epoch: int) -> Non
     for name, record in records.items():
         stem = directory / f"{name}_epoch{epoch:03d}"
         stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
-        if name in PLOTS:
-            save_figure(name, record, stem.with_suffix(".png"))
+        kind = name.split("@")[0]  # "confusion_matrix@fine": the plot of one task's record
+        if kind in PLOTS:
+            save_figure(kind, record, stem.with_suffix(".png"))
 
 
 def save_figure(name: str, record: dict, path: Path) -> None:
     """Draw ``record`` with the plot registered as ``name`` into the PNG file ``path``."""
     figure = PLOTS.get(name)(record)
     figure.savefig(path, dpi=90)
-    _pyplot().close(figure)
+    pyplot().close(figure)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (figures go to files, never to a window)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +51,7 @@ def _pyplot():
 @PLOTS.register("cross_stitch_alpha")
 def cross_stitch_alpha(record: dict):
     """One heat map per stage of the cross-stitch α (mean over channels; row = receiving task)."""
-    plt = _pyplot()
+    plt = pyplot()
     tasks, stages = record["tasks"], [np.asarray(a) for a in record["stages"]]
     fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.2), squeeze=False)
     for s, (ax, alpha) in enumerate(zip(axes[0], stages)):
@@ -70,7 +72,7 @@ def selective_relatedness(record: dict):
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
 
-    plt = _pyplot()
+    plt = pyplot()
     tasks, similarity = record["tasks"], np.asarray(record["similarity"])
     distance = np.clip(1.0 - similarity, 0.0, 2.0)
     np.fill_diagonal(distance, 0.0)
@@ -91,7 +93,7 @@ def selective_relatedness(record: dict):
 @PLOTS.register("pareto_front")
 def pareto_front(record: dict):
     """A Pareto sweep's finished trials on its first two metrics, the front marked and joined."""
-    plt = _pyplot()
+    plt = pyplot()
     (x_name, y_name), points, front = record["metrics"][:2], record["points"], set(record["front"])
     fig, ax = plt.subplots(figsize=(5, 4))
     others = [v for t, v in points.items() if t not in front]
@@ -106,5 +108,45 @@ def pareto_front(record: dict):
     ax.set_ylabel(f"{y_name} ({modes[1]})")
     ax.legend()
     ax.set_title("Pareto sweep: last-epoch validation values")
+    fig.tight_layout()
+    return fig
+
+
+@PLOTS.register("confusion_matrix")
+def confusion_matrix(record: dict):
+    """A classification task's confusion matrix on the test split at the best epoch, counts in the cells."""
+    plt = pyplot()
+    matrix = np.asarray(record["matrix"])
+    size = len(matrix)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * size, 1.0 + 0.4 * size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(size))
+    ax.set_yticks(range(size))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                color="w" if count > matrix.max() / 2 else "k")
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(f"{record['task']}: test confusion matrix (accuracy {accuracy:.3f})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@PLOTS.register("predicted_vs_true")
+def predicted_vs_true(record: dict):
+    """A regression task's predictions against the truth on the test split at the best epoch, one panel per output."""
+    plt = pyplot()
+    predicted, true = np.asarray(record["predicted"]), np.asarray(record["true"])
+    dims = predicted.shape[1]
+    fig, axes = plt.subplots(1, dims, figsize=(2.6 * dims, 2.8), squeeze=False)
+    for d, ax in enumerate(axes[0]):
+        ax.scatter(true[:, d], predicted[:, d], s=4, alpha=0.5)
+        low, high = float(min(true[:, d].min(), predicted[:, d].min())), float(max(true[:, d].max(), predicted[:, d].max()))
+        ax.plot([low, high], [low, high], color="C3", linewidth=1)
+        ax.set_title(f"output {d}", fontsize=8)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+    fig.suptitle(f"{record['task']}: test predictions at the best epoch", fontsize=9)
     fig.tight_layout()
     return fig

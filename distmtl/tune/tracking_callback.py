@@ -32,6 +32,7 @@ from distmtl.tracking.model_export import MODEL_DIR, save_model
 from distmtl.tracking.plots import save_figure
 from distmtl.tune.pareto import pareto_front
 from distmtl.tune.space import Space
+from distmtl.tune.study_plots import save_study_figures, study_of
 
 log = logging.getLogger("distmtl")
 
@@ -208,8 +209,17 @@ class MlflowTrialLogger(Callback):
         self.parent.log_metrics({"sweep/trials_ended": ended, "sweep/trials_failed": failed}, step=0)
         self.parent.log_text(json.dumps(rows, indent=1), "trials.json")
         self.parent.log_text(_trials_markdown(rows, metric, best), "trials.md")
+        if not self.space.pareto and scored:
+            self._log_study_figures([(r["searched"], r["best"]) for r in scored])
         done = ended == len(trials) and len(trials) >= self.total
         self.parent.finish("FINISHED" if done else "KILLED")
+
+    def _log_study_figures(self, scored: list[tuple[dict[str, Any], float]]) -> None:
+        """Optuna's optimisation history and hyperparameter importance of the scored trials, on the parent run."""
+        with tempfile.TemporaryDirectory(prefix="distmtl-study-") as directory:
+            for path in save_study_figures(study_of(self.space, scored), Path(directory)):
+                self.writer.write({"op": "log_artifact", "run": self.parent.run_id, "path": str(path),
+                                   "artifact_path": None})
 
     def _row(self, trial: Any, metric: str, mode: str) -> dict[str, Any]:
         result = trial.last_result or {}
