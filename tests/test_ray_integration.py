@@ -131,7 +131,7 @@ def test_a_cross_validated_trial_reports_the_mean_of_its_folds(ray_cluster, tmp_
                "--mlflow-uri", uri, "--experiment", "cv", *tiny_overrides(), "--set", "optim.epochs=1"])
     assert rc == 0
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("cv").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("cv").experiment_id], "tags.`distmtl.trial_id` != ''")
     trial_id = run.data.tags["distmtl.trial_id"]
     folds = []
     for i in range(3):
@@ -154,11 +154,12 @@ def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster,
                "--set", "model.channels=[8,16]", "--set", "model.bottleneck=16"])
     assert rc == 0
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("cs").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("cs").experiment_id], "tags.`distmtl.trial_id` != ''")
     assert {"val/mask/miou", "val/bbox/iou", "val/fine/accuracy", "params/total", "params/mask",
             "cross_stitch/stage0/same"} <= set(run.data.metrics)
-    files = [f.path for f in client.list_artifacts(run.info.run_id, "artifacts")]
-    assert files == [f"artifacts/cross_stitch_alpha_epoch00{e}.{kind}" for e in (0, 1) for kind in ("json", "png")]
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "artifacts")}
+    assert {f"artifacts/cross_stitch_alpha_epoch00{e}.{kind}" for e in (0, 1) for kind in ("json", "png")} | \
+        {"artifacts/confusion_matrix@fine_epoch001.png", "artifacts/model"} <= files
 
 
 def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_cluster, tmp_path, capsys):
