@@ -4,10 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 
+import requests
 from mlflow.tracking import MlflowClient
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from distmtl.cli import main
 from distmtl.tracking.ui import latest_sweep_path
@@ -42,18 +43,21 @@ def test_ui_serves_the_store_on_localhost_and_prints_the_sweeps_url(tmp_path):
     uri, expected = store_with_a_sweep(tmp_path)
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "distmtl", "ui", "--mlflow-uri", uri, "--port", str(port)],
-                               stdout=subprocess.PIPE, text=True, start_new_session=True, cwd=tmp_path)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               cwd=tmp_path)
     try:
         first = process.stdout.readline()
         assert f"http://127.0.0.1:{port}/{expected}" in first
-        deadline, answered = time.monotonic() + 120, False
-        while not answered and time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    answered = response.status == 200
-            except OSError:
-                time.sleep(0.5)  # the server is still starting: ask again
-        assert answered, "the MLflow UI did not answer within 120 s"
+        seen = []
+        for line in process.stdout:  # the server says when its application is up (uvicorn's startup line)
+            seen.append(line)
+            if "Application startup complete" in line:
+                break
+        assert process.poll() is None, "".join(seen)
+        # a worker starts listening just after that line: connection attempts are retried (bounded, with backoff)
+        with requests.Session() as session:
+            session.mount("http://", HTTPAdapter(max_retries=Retry(connect=8, backoff_factor=0.1)))
+            assert session.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

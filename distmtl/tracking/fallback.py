@@ -14,8 +14,6 @@ import logging
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ from typing import Any
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from distmtl.tracking.probe import health_status
 
 log = logging.getLogger("distmtl")
 
@@ -88,13 +88,7 @@ def reachable(tracking_uri: str, timeout: float = 2.0) -> bool:
     """Whether an HTTP tracking server answers its health check at all (other stores: assume so and try)."""
     if not tracking_uri.startswith(("http://", "https://")):
         return True
-    try:
-        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True  # it answered, e.g. 401 from an authenticating proxy: the records themselves will tell
-    except OSError:
-        return False
-    return True
+    return isinstance(health_status(tracking_uri, timeout), int)  # any answer, e.g. 401 from an authenticating proxy
 
 
 class FallbackWriter:

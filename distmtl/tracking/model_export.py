@@ -19,6 +19,7 @@ import yaml
 from torch import nn
 
 import distmtl
+from distmtl.errors import DistmtlError
 
 #: The model's folder in a checkpoint's ``artifacts/`` and in the MLflow run (``artifacts/model``).
 MODEL_DIR = "model"
@@ -63,8 +64,6 @@ def register_trial_model(tracking_uri: str, experiment: str, trial_id: str, name
     returns the model's run URI and the new version."""
     import mlflow
     from mlflow.tracking import MlflowClient
-
-    from distmtl.errors import DistmtlError
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)

@@ -55,15 +55,23 @@ def cross_stitch_alpha(record: dict):
     tasks, stages = record["tasks"], [np.asarray(a) for a in record["stages"]]
     fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.2), squeeze=False)
     for s, (ax, alpha) in enumerate(zip(axes[0], stages)):
-        ax.imshow(alpha, cmap="viridis", vmin=0, vmax=max(1.0, float(alpha.max())))
+        _annotated_heatmap(ax, alpha, tasks, "{:.2f}", cmap="viridis", vmin=0, vmax=max(1.0, float(alpha.max())))
         ax.set_title(f"stage {s}")
-        ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
-        ax.set_yticks(range(len(tasks)), tasks)
-        for (i, j), value in np.ndenumerate(alpha):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=7)
     fig.suptitle("cross-stitch α (mean over channels; row = receiving task)")
     fig.tight_layout()
     return fig
+
+
+def _annotated_heatmap(ax, matrix: np.ndarray, labels: list[str], cell: str, **shown: Any) -> None:
+    """``matrix`` as an image with ``labels`` on both axes and each value written in its cell (``cell`` format),
+    white on the darker half of the colour range."""
+    ax.imshow(matrix, **shown)
+    slanted = {"rotation": 45, "ha": "right"} if max(map(len, labels)) > 2 else {}  # names slant, class numbers not
+    ax.set_xticks(range(len(labels)), labels, **slanted)
+    ax.set_yticks(range(len(labels)), labels)
+    middle = (shown.get("vmin", matrix.min()) + shown.get("vmax", matrix.max())) / 2
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, cell.format(value), ha="center", va="center", fontsize=7, color="w" if value > middle else "k")
 
 
 @PLOTS.register("selective_relatedness")
@@ -119,14 +127,9 @@ def confusion_matrix(record: dict):
     matrix = np.asarray(record["matrix"])
     size = len(matrix)
     fig, ax = plt.subplots(figsize=(1.2 + 0.45 * size, 1.0 + 0.4 * size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(size))
-    ax.set_yticks(range(size))
+    _annotated_heatmap(ax, matrix, [str(c) for c in range(size)], "{}", cmap="Blues")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                color="w" if count > matrix.max() / 2 else "k")
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
     ax.set_title(f"{record['task']}: test confusion matrix (accuracy {accuracy:.3f})", fontsize=9)
     fig.tight_layout()

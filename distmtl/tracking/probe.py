@@ -7,6 +7,8 @@ directory fails only when the first trial logs; both are found here in seconds.
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from distmtl.errors import DistmtlError
@@ -25,17 +27,28 @@ def check_tracking_store(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         _check_sqlite(uri)
 
 
+def health_status(uri: str, timeout: float) -> int | str:
+    """The HTTP status of the MLflow server's ``GET /health`` at ``uri``, or why nothing answered (a reason)."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, TimeoutError):
+            return f"no answer within {timeout:g} s"
+        return "ConnectionError" if isinstance(reason, ConnectionError) else type(reason).__name__
+
+
 def _check_server(uri: str, timeout: float) -> None:
     """MLflow servers answer ``GET /health`` with 200; 401 or 403 is an authenticating proxy in front of one.
-    No answer in time, or any other answer, means the runs could not be logged there."""
-    import requests
-
-    try:
-        status = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).status_code
-    except requests.RequestException as exc:
-        reason = f"no answer within {timeout:g} s" if isinstance(exc, requests.Timeout) else type(exc).__name__
-        raise DistmtlError(f"MLflow tracking server {uri} cannot be reached ({reason}); start it "
-                           "(mlflow server ...) or pass another --mlflow-uri") from None
+    No answer in time, or any other answer, means the runs could not be logged there. This is the one request
+    distmtl makes itself, and only to the tracking server the user names."""
+    status = health_status(uri, timeout)
+    if isinstance(status, str):
+        raise DistmtlError(f"MLflow tracking server {uri} cannot be reached ({status}); start it "
+                           "(mlflow server ...) or pass another --mlflow-uri")
     if status >= 300 and status not in (401, 403):
         raise DistmtlError(f"MLflow tracking server {uri}: GET /health answered HTTP {status}, so this is not a "
                            "running MLflow server; check the address or pass another --mlflow-uri")
