@@ -1,5 +1,9 @@
 """User-facing errors: anything raised as :class:`DistmtlError` is printed as one line and exits 2."""
 
+#: Key of what a Train run returns when it stopped because training failed (its value: the reason).
+FAILURE_KEY = "failure"
+
+
 
 class DistmtlError(Exception):
     """A problem with the user's input (config, search space, file, flag) rather than a bug."""

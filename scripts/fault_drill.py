@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import psutil
 from mlflow.tracking import MlflowClient
+
+from distmtl.machine import describe
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "search_spaces" / "configs" / "quick.yaml"
@@ -132,7 +133,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="distmtl-drill-"))
     print(f"fault drill: {args.runs} run(s) of `distmtl train` ({args.epochs} epochs, {args.samples} samples, 2 workers); "
-          f"machine: {platform.node()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+          f"machine: {describe()}; "
           f"work in {root}", flush=True)
 
     (root / "baseline").mkdir()

@@ -171,7 +171,7 @@ def test_dry_run_prints_the_resolved_space(capsys):
 @pytest.mark.parametrize("metric", ["val/loss", "val/loss_unweighted", "val/fine/accuracy"])
 def test_a_metric_scaled_by_a_searched_weight_is_refused_in_one_line(metric, tmp_path, capsys):
     """val/loss is Σ λ·L: with λ searched, small λ would win by construction; λ-free metrics are accepted."""
-    base = write(tmp_path, GOOD, "base.yaml")
+    write(tmp_path, GOOD, "base.yaml")
     space = write(tmp_path, f"base: base.yaml\nmetric: {metric}\nparameters:\n"
                             "  weighting.weights.shape: {type: choice, values: [0.5, 2.0]}\n", "space.yaml")
     rc = main(["tune", "--space", str(space), "--dry-run"])

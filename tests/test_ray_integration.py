@@ -170,7 +170,8 @@ def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_clus
     from ray.train import UserCallback
 
     from distmtl.config import load_config, parse_set_args
-    from distmtl.launch.ray_train import MlflowEpochLogger, Resources, build_trainer
+    from distmtl.launch.epoch_logger import MlflowEpochLogger
+    from distmtl.launch.ray_train import Resources, build_trainer
     from distmtl.tracking import MlflowRun
 
     class RecordEveryRank(UserCallback):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from distmtl.config.schema import DataConfig
-from distmtl.data.sample_set import Samples, SampleSet, TargetSpec
+from distmtl.data.sample_set import Samples, TargetSpec
 from distmtl.errors import ConfigError, DistmtlError
 from distmtl.registry import Registry
 

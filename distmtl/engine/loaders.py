@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from distmtl.config.schema import Config
-from distmtl.data.augment import Augmenter
 from distmtl.data.sample_set import Samples
 from distmtl.data.splits import cv_split, split_by_group
 from distmtl.engine.context import DistContext
@@ -33,7 +32,11 @@ def build_loaders(
     train_idx, val_idx, test_idx = splits
     common = dict(batch_size=config.data.batch_size, num_workers=config.data.loader_workers,
                   pin_memory=ctx.device.type == "cuda", persistent_workers=config.data.loader_workers > 0)
-    augment = Augmenter(config.data.augment, samples.specs) if config.data.augment.enabled else None
+    augment = None
+    if config.data.augment.enabled:
+        from distmtl.data.augment import Augmenter  # torchvision's transforms load only for augmented runs
+
+        augment = Augmenter(config.data.augment, samples.specs)
     train_set = samples.dataset(train_idx, augment)
     sampler = samples.train_sampler(train_set, ctx.rank, ctx.world_size, config.train.seed)
     shard = lambda idx: samples.dataset(np.array_split(idx, ctx.world_size)[ctx.rank])  # noqa: E731

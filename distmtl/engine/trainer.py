@@ -27,6 +27,7 @@ from distmtl.engine.loaders import build_loaders, make_splits, to_device
 from distmtl.engine.optim import build_optimizer
 from distmtl.engine.reporter import Reporter
 from distmtl.engine.schedule import LearningRateSchedule
+from distmtl.engine.startup import StartupClock
 from distmtl.engine.structure import build_controller
 from distmtl.errors import DistmtlError
 from distmtl.models import MultiTaskModel
@@ -58,9 +59,11 @@ class Trainer:
         self.reporter = reporter
         self.fault = fault
         self.ctx = ctx or DistContext.current(resolve_device(config.train.device))
+        self.clock = StartupClock()
         torch.manual_seed(config.train.seed)
         self.samples = build_samples(config.data, config.tasks)
         self.splits = make_splits(config, self.samples)
+        self.clock.mark("data")
         parts = build_parts(config, in_channels=self.samples.image_shape[0])
         self.tasks, self.selection_mode, self.baseline = parts.tasks, parts.selection_mode, parts.baseline
         self.model = parts.model.to(self.ctx.device)
@@ -78,13 +81,16 @@ class Trainer:
             self.load_state_dict(state)
             log.info("resumed from %s at epoch %d", restore, self.start_epoch)
         self.resumed_report = state.metrics if state else None
+        self.clock.mark("model")
         self.guard = DivergenceGuard(self.ctx)
         self.net = self._wrap()
+        self.clock.mark("ddp")
         self.loaders = build_loaders(config, self.samples, self.splits, self.ctx)
         self.schedule = LearningRateSchedule(config.optim, len(self.loaders.train))
         self.noise = torch.Generator(device=self.ctx.device)
         self.autocast = (torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
                          if config.train.precision == "bf16" else nullcontext())
+        self.clock.mark("loaders")
 
     # --- the run ---------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -124,6 +130,7 @@ class Trainer:
         metrics.update({f"weight/{t}": w for t, w in weights.items()})
         metrics.update({f"params/{k}": v for k, v in self.model.parameter_counts().items()})
         metrics.update(self.model.extra_metrics())
+        metrics.update(self.clock.metrics())
         if self.controller:
             metrics.update(self.controller.metrics())
         if self.best.improves(metrics[selection], self.selection_mode):
@@ -164,6 +171,8 @@ class Trainer:
             self.schedule.apply(self.optimizer, self.global_step)
             self.optimizer.step()
             self.global_step += 1
+            if index == 0:
+                self.clock.mark("first_step")
             accumulator.add(outputs, targets, masks, terms)
         self.guard.check()
         return accumulator.reduce(self.ctx)

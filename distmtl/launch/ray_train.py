@@ -1,4 +1,7 @@
-"""Run the engine on N Ray Train workers with DDP (gloo on CPU, NCCL on GPU)."""
+"""Run the engine on N Ray Train workers with DDP (gloo on CPU, NCCL on GPU).
+
+Every worker imports this module to find :func:`worker_loop`, so it imports nothing a worker does not need
+(MLflow lives on the Train controller: :mod:`distmtl.launch.epoch_logger`)."""
 
 from __future__ import annotations
 
@@ -18,12 +21,8 @@ from distmtl.config.schema import Config
 from distmtl.engine import DistContext, train
 from distmtl.engine.divergence import TrainingDiverged
 from distmtl.engine.faults import InjectedFault, fault_from_environment
+from distmtl.errors import FAILURE_KEY
 from distmtl.logs import configure_logging
-from distmtl.tracking import MlflowRun, default_journal
-from distmtl.tracking.fallback import FallbackWriter
-
-#: Key of what a Train run returns when it stopped because training failed (its value: the reason).
-FAILURE_KEY = "failure"
 
 
 @dataclass(frozen=True)
@@ -66,25 +65,6 @@ class RayReporter:
         started from a checkpoint the user named begins with the next epoch."""
         if self.continuing:
             ray.train.report(metrics, checkpoint=None)
-
-
-class MlflowEpochLogger(UserCallback):
-    """Logs rank 0's per-epoch metrics into an MLflow run that the driver created (runs on the Train controller);
-    records that MLflow does not take wait in ``journal`` (see :mod:`distmtl.tracking.fallback`; by default
-    ``mlflow-journal/<run id>.jsonl`` in the driver's working directory)."""
-
-    def __init__(self, tracking_uri: str, run_id: str, journal: str | None = None) -> None:
-        self.tracking_uri = tracking_uri
-        self.run_id = run_id
-        self.journal = journal or str(default_journal(run_id, tracking_uri))
-        self._run: MlflowRun | None = None
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
-        if self._run is None:
-            self._run = MlflowRun.attach(self.tracking_uri, self.run_id, FallbackWriter(self.tracking_uri, self.journal))
-        if self._run.log_epoch(metrics[0]) and checkpoint is not None:
-            with checkpoint.as_directory() as directory:
-                self._run.log_checkpoint_artifacts(directory)
 
 
 def worker_loop(payload: dict[str, Any]) -> dict[str, Any] | None:

@@ -7,11 +7,12 @@ import time
 from typing import Any
 
 from distmtl.config.schema import Config
+from distmtl.errors import FAILURE_KEY, RunFailed
 from distmtl.launch.capacity import Request
 from distmtl.launch.cluster import ensure_ray
 from distmtl.launch.cross_validation import fold_configs, summarize
-from distmtl.errors import RunFailed
-from distmtl.launch.ray_train import FAILURE_KEY, MlflowEpochLogger, Resources, build_trainer
+from distmtl.launch.epoch_logger import MlflowEpochLogger
+from distmtl.launch.ray_train import Resources, build_trainer
 from distmtl.tracking import FAILURE_TAG, MlflowRun, default_journal
 from distmtl.tracking.fallback import FallbackWriter
 

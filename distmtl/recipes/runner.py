@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import platform
 import re
 import tempfile
 import time
@@ -20,6 +18,7 @@ from distmtl.config import load_config
 from distmtl.config.schema import Config
 from distmtl.engine.assembly import check_config
 from distmtl.engine.context import resolve_device
+from distmtl.machine import describe
 from distmtl.recipes.base import CONFIGS, Recipe, RecipeOptions, Variant
 from distmtl.recipes.execution import CellResult, run_cell
 from distmtl.recipes.table import Row, build_table, to_markdown
@@ -113,7 +112,7 @@ def _document(recipe: Recipe, table: dict[str, Any], command: str, seconds: floa
             f"Mean ± sample std over {recipe.seeds(options)} seeds (data and training seed 0…"
             f"{recipe.seeds(options) - 1}); test metrics at each run's best validation epoch.\n\n"
             f"{to_markdown(table)}\n\n"
-            f"Command: `{command}`  \nMachine: {platform.platform()}, {os.cpu_count()} CPUs, torch device {name}  \n"
+            f"Command: `{command}`  \nMachine: {describe()}; torch device {name}  \n"
             f"Wall time: {seconds:.0f} s  \nMLflow parent run: {parent_run_id}\n")
 
 

@@ -8,7 +8,6 @@ tracked as a child MLflow run of one parent run that also holds the baseline fil
 from __future__ import annotations
 
 import math
-import platform
 import statistics
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from distmtl.config import apply_overrides, config_from_dict, load_yaml
 from distmtl.config.schema import Config
 from distmtl.engine.assembly import build_parts, check_config
+from distmtl.machine import describe
 from distmtl.recipes.base import Variant
 from distmtl.recipes.execution import run_cell
 from distmtl.tasks.baseline import Baseline, TaskBaseline
@@ -65,7 +65,7 @@ def run_single_task_baseline(config_path: str, overrides: dict[str, Any], seeds:
                           f"{cell.metrics[f'test/{name}/{task.headline}']:.4f} | {cell.seconds:.1f} s", flush=True)
                 results[name] = _summarise(finals, name, task.headline, task.metric_modes[task.headline])
         baseline = Baseline(results, {"config": str(Path(config_path).resolve()), "overrides": overrides,
-                                      "seeds": seeds, "command": command, "machine": platform.platform(),
+                                      "seeds": seeds, "command": command, "machine": describe(),
                                       "mlflow_run": parent.real_run_id})
         baseline.save(out)
         parent.log_text(out.read_text(), out.name)

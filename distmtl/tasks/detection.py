@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.ops import box_iou, distance_box_iou_loss
 
 from distmtl.tasks.base import Task, register_kind
 
@@ -33,12 +32,16 @@ class DetectionTask(Task):
         return torch.where(mask[:, None], target, placeholder)
 
     def per_sample_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import distance_box_iou_loss  # torchvision loads only for runs with a detection task
+
         return distance_box_iou_loss(to_boxes(output), target.float(), reduction="none")
 
     def metric_state_size(self) -> int:
         return 3
 
     def metric_state(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import box_iou
+
         iou = box_iou(to_boxes(output), self.fill_missing(target, mask).float()).diagonal().double()
         weight = mask.double()
         return torch.stack([(iou * weight).sum(), ((iou >= 0.5).double() * weight).sum(), weight.sum()])

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from distmtl.launch.ray_train import FAILURE_KEY
+from distmtl.errors import FAILURE_KEY
 from distmtl.tune.space import Space
 from distmtl.tune.tracking_callback import error_line, short_value
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from distmtl.launch.ray_train import FAILURE_KEY
+from distmtl.errors import FAILURE_KEY
 
 #: The metric ASHA schedules on: epochs the trial's Train run has completed.
 EPOCHS_DONE = "epochs_done"

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distmtl.errors import DistmtlError
+from distmtl.errors import FAILURE_KEY, DistmtlError
 from distmtl.launch.capacity import TRIAL_CPUS, Request, concurrency
 from distmtl.launch.cluster import ensure_ray, resolve_storage
 from distmtl.launch.cross_validation import fold_configs, summarize
-from distmtl.launch.ray_train import FAILURE_KEY, Resources, build_trainer
+from distmtl.launch.ray_train import Resources, build_trainer
 from distmtl.tune.pareto import pareto_front
 from distmtl.tune.reporting import EPOCHS_DONE, TrialReport, for_tune
 from distmtl.tune.space import Space

@@ -24,8 +24,7 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from distmtl.engine.export import best_model
-from distmtl.errors import DistmtlError
-from distmtl.launch.ray_train import FAILURE_KEY
+from distmtl.errors import FAILURE_KEY, DistmtlError
 from distmtl.tracking import FAILURE_TAG, MlflowRun, default_journal
 from distmtl.tracking.fallback import FallbackWriter
 from distmtl.tracking.model_export import MODEL_DIR, save_model
