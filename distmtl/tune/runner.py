@@ -20,8 +20,9 @@ from distmtl.launch.capacity import TRIAL_CPUS, Request, concurrency
 from distmtl.launch.cluster import ensure_ray, resolve_storage
 from distmtl.launch.cross_validation import fold_configs, summarize
 from distmtl.launch.ray_train import Resources, build_trainer
+from distmtl.tune.algorithms import build_scheduler, build_searcher
 from distmtl.tune.pareto import pareto_front
-from distmtl.tune.reporting import EPOCHS_DONE, TrialReport, for_tune
+from distmtl.tune.reporting import TrialReport, for_tune
 from distmtl.tune.space import Space
 
 log = logging.getLogger("distmtl")
@@ -114,8 +115,6 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     """Start (or join) Ray, run the sweep, log every trial to MLflow, and return the best trial."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from distmtl.tracking import default_tracking_uri
     from distmtl.tune.console import ConsoleProgress
@@ -142,15 +141,7 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
              experiment, num_samples, workers, resources.cpus_per_worker, gpus, max_concurrent, limit,
              ", trial drivers on the head node" if layout.driver_on_head else "", tracking_uri)
 
-    sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-               "nsga2": optuna.samplers.NSGAIISampler}[f.searcher.sampler](seed=f.searcher.seed)
-    storage = optuna.storages.RDBStorage(f.searcher.storage) if f.searcher.storage else None
-    objectives = {"metric": space.metrics, "mode": space.modes} if space.pareto else {}
-    searcher = OptunaSearch(sampler=sampler, storage=storage, study_name=experiment if storage else None, **objectives)
-    scheduler = (ASHAScheduler(time_attr=EPOCHS_DONE, max_t=space.base_config.optim.epochs,
-                               grace_period=min(f.scheduler.grace_period, space.base_config.optim.epochs),
-                               reduction_factor=f.scheduler.reduction_factor)
-                 if space.scheduler_name == "asha" else FIFOScheduler())
+    searcher, scheduler = build_searcher(space, experiment), build_scheduler(space)
     trainable = tune.with_resources(
         functools.partial(trial, space=space, resources=resources, storage_path=storage_path, experiment=experiment),
         layout.driver_resources(TRIAL_CPUS),
