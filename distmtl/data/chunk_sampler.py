@@ -31,9 +31,11 @@ class ChunkShuffleSampler(Sampler[int]):
     def order(self) -> np.ndarray:
         """This epoch's global order of positions (before padding and sharding)."""
         rng = np.random.default_rng((self.seed, self.epoch))
-        chunks = rng.permutation(np.unique(self.chunk_of))
-        by_chunk = {c: np.flatnonzero(self.chunk_of == c) for c in chunks}
-        return np.concatenate([rng.permutation(by_chunk[c]) for c in chunks]) if len(chunks) else np.empty(0, int)
+        by_row = np.argsort(self.chunk_of, kind="stable")  # positions grouped by chunk, ascending within each
+        chunks, starts, counts = np.unique(self.chunk_of[by_row], return_index=True, return_counts=True)
+        span = {c: by_row[s : s + n] for c, s, n in zip(chunks, starts, counts)}
+        shuffled = rng.permutation(chunks)
+        return np.concatenate([rng.permutation(span[c]) for c in shuffled]) if len(chunks) else np.empty(0, int)
 
     def __iter__(self) -> Iterator[int]:
         order = self.order()

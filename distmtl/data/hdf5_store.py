@@ -15,13 +15,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 
 import distmtl
 from distmtl.data.chunk_sampler import ChunkShuffleSampler
@@ -32,7 +33,7 @@ from distmtl.errors import DistmtlError
 
 SCHEMA_VERSION = 1
 COMPRESSIONS = ("gzip", "lzf", "none")
-_CACHE_BYTES = 64 * 2**20
+CHUNK_CACHE_BYTES = 64 * 2**20
 _MAX_GAP = 8  # rows further apart than this start a new slice read
 
 
@@ -76,7 +77,7 @@ def _open(path: str | Path) -> h5py.File:
     if not path.is_file():
         raise DistmtlError(f"HDF5 file not found: {path} (write one with `distmtl data convert`)")
     try:
-        return h5py.File(path, "r", rdcc_nbytes=_CACHE_BYTES)
+        return h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
     except OSError as exc:
         raise DistmtlError(f"cannot read {path} as HDF5 ({str(exc).split('(')[0].strip()}): the file is truncated, "
                            "corrupt or not HDF5; convert it again") from None
@@ -142,44 +143,59 @@ class H5SampleSet:
 
 
 class H5Dataset(Dataset):
-    """Rows ``indices`` of a store. Each process (DataLoader worker) opens its own file handle;
-    ``__getitems__`` reads a whole batch with one sorted fancy-index read per dataset."""
+    """Rows ``indices`` of a store. Each process (DataLoader worker) opens its own file handle.
+    ``read_batch`` reads many positions as one batch (what :func:`distmtl.data.batch_loader.make_loader`
+    uses); ``__getitems__`` gives the same samples one dict each, for plain DataLoaders."""
 
     def __init__(self, samples: H5SampleSet, indices: np.ndarray, augment=None) -> None:
         self.path, self.tasks = samples.path, samples.tasks
-        self.has_target = samples.has_target
+        self.has_target = {t: m.numpy() for t, m in samples.has_target.items()}
         self.indices = np.asarray(indices, dtype=np.int64)
         self.augment = augment
-        self._file: h5py.File | None = None
+        self._open: dict[str, h5py.Dataset] = {}
         self._pid: int | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_file": None, "_pid": None}
+        return {**self.__dict__, "_open": {}, "_pid": None}
 
-    def _handle(self) -> h5py.File:
-        if self._file is None or self._pid != os.getpid():
-            self._file, self._pid = _open(self.path), os.getpid()
-        return self._file
+    def _datasets(self) -> dict[str, h5py.Dataset]:
+        """This process's open images and target datasets, opened once: each keeps its chunk cache, so
+        a chunk that several batches draw from is read and decompressed once."""
+        if self._pid != os.getpid():
+            f = _open(self.path)
+            self._open = {name: f[name] for name in ("images", *(f"targets/{t}" for t in self.tasks))}
+            self._pid = os.getpid()
+        return self._open
+
+    def _read(self, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """File rows, uint8 images and targets of ``positions``, in that order, with one slice read per
+        run of nearby rows per dataset."""
+        f = self._datasets()
+        rows = self.indices[np.asarray(positions, dtype=np.int64)]
+        unique, inverse = np.unique(rows, return_inverse=True)
+        read = lambda name: _read_rows(f[name], unique)[inverse]  # noqa: E731
+        return rows, read("images"), {t: read(f"targets/{t}") for t in self.tasks}
+
+    def read_batch(self, positions: Sequence[int]) -> dict:
+        """``positions`` as one batch (see :class:`distmtl.data.batch_loader.BatchReadable`): numpy arrays with
+        uint8 images, or, with augmentation, the default collation of the augmented samples."""
+        if self.augment is not None:
+            return default_collate(self.__getitems__(positions))
+        rows, images, targets = self._read(positions)
+        return {"image": images, "targets": targets, "has_target": {t: self.has_target[t][rows] for t in self.tasks}}
 
     def __getitem__(self, i: int) -> dict:
         return self.__getitems__([i])[0]
 
-    def __getitems__(self, positions: list[int]) -> list[dict]:
-        f = self._handle()
-        rows = self.indices[positions]
-        unique, inverse = np.unique(rows, return_inverse=True)
-        read = lambda name: torch.from_numpy(_read_rows(f[name], unique))[inverse]  # noqa: E731
-        images = read("images")
-        targets = {t: read(f"targets/{t}") for t in self.tasks}
-        return [
-            make_item(images[k], {t: v[k] for t, v in targets.items()},
-                      {t: self.has_target[t][r] for t in self.tasks}, self.augment)
-            for k, r in enumerate(rows)
-        ]
-
+    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
+        rows, images, targets = self._read(positions)
+        images, targets = torch.from_numpy(images), {t: torch.from_numpy(v) for t, v in targets.items()}
+        masks = {t: torch.from_numpy(self.has_target[t][rows]) for t in self.tasks}
+        return [make_item(images[k], {t: v[k] for t, v in targets.items()}, {t: m[k] for t, m in masks.items()},
+                          self.augment) for k in range(len(rows))]
 
 
 def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from distmtl.config.schema import Config
+from distmtl.data.batch_loader import BatchLoader, make_loader
 from distmtl.data.sample_set import Samples
 from distmtl.data.splits import cv_split, split_by_group
 from distmtl.engine.context import DistContext
@@ -16,22 +17,23 @@ from distmtl.engine.context import DistContext
 
 @dataclass
 class Loaders:
-    train: DataLoader
+    train: DataLoader | BatchLoader
     sampler: Sampler
-    val: DataLoader
-    test: DataLoader
+    val: DataLoader | BatchLoader
+    test: DataLoader | BatchLoader
 
 
 def build_loaders(
     config: Config, samples: Samples, splits: tuple[np.ndarray, np.ndarray, np.ndarray], ctx: DistContext
 ) -> Loaders:
     """Training data reshuffles every epoch (``sampler.set_epoch``) and each rank sees a disjoint part
-    (chunk-aware for HDF5 stores); evaluation shards are contiguous slices per rank, without the
-    padding a DistributedSampler adds, so that all-reduced metrics count every sample exactly once.
-    Augmentation, when configured, applies to the training split only."""
+    (chunk-aware for HDF5 stores, whose datasets then read whole batches); evaluation shards are
+    contiguous slices per rank, without the padding a DistributedSampler adds, so that all-reduced
+    metrics count every sample exactly once. Augmentation, when configured, applies to the training
+    split only."""
     train_idx, val_idx, test_idx = splits
-    common = dict(batch_size=config.data.batch_size, num_workers=config.data.loader_workers,
-                  pin_memory=ctx.device.type == "cuda", persistent_workers=config.data.loader_workers > 0)
+    loader = lambda dataset, sampler=None: make_loader(  # noqa: E731
+        dataset, config.data.batch_size, sampler, config.data.loader_workers, ctx.device.type == "cuda")
     augment = None
     if config.data.augment.enabled:
         from distmtl.data.augment import Augmenter  # torchvision's transforms load only for augmented runs
@@ -40,12 +42,8 @@ def build_loaders(
     train_set = samples.dataset(train_idx, augment)
     sampler = samples.train_sampler(train_set, ctx.rank, ctx.world_size, config.train.seed)
     shard = lambda idx: samples.dataset(np.array_split(idx, ctx.world_size)[ctx.rank])  # noqa: E731
-    return Loaders(
-        train=DataLoader(train_set, sampler=sampler, **common),
-        sampler=sampler,
-        val=DataLoader(shard(val_idx), shuffle=False, **common),
-        test=DataLoader(shard(test_idx), shuffle=False, **common),
-    )
+    return Loaders(train=loader(train_set, sampler), sampler=sampler, val=loader(shard(val_idx)),
+                   test=loader(shard(test_idx)))
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> tuple:
