@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distmtl.data.sample_set import MultiTaskDataset
+from distmtl.data.sample_set import MultiTaskDataset, collate
 from distmtl.data.splits import split_by_group
 from distmtl.data.sources import build_samples
 from distmtl.engine import DistContext, LocalReporter, train
@@ -242,3 +242,20 @@ def test_the_last_checkpoint_draws_a_confusion_matrix_and_predicted_vs_true_at_t
         assert np.trace(matrix) / matrix.sum() == pytest.approx(final[f"test/{task}/accuracy"])
     shape = json.loads((artifacts / "predicted_vs_true@shape_epoch001.json").read_text())
     assert np.array(shape["predicted"]).shape == np.array(shape["true"]).shape and len(shape["true"][0]) == 4
+
+
+def test_a_batch_fetched_at_once_equals_the_samples_collated_one_by_one():
+    """The training loader takes a batch in one indexing per tensor; it must hold exactly what collating
+    the samples one at a time gives (augmented sets still go sample by sample)."""
+    samples = build_samples(small_config().data, ["fine", "colour", "shape"])
+    dataset = MultiTaskDataset(samples, np.arange(5, 45))
+    positions = [3, 0, 17, 39, 8]
+    one_by_one = torch.utils.data.default_collate([dataset[i] for i in positions])
+    batch = collate(dataset.__getitems__(positions))
+    assert torch.equal(batch["image"], one_by_one["image"]) and batch["image"].dtype == torch.float32
+    for field in ("targets", "has_target"):
+        assert batch[field].keys() == one_by_one[field].keys()
+        for task, value in one_by_one[field].items():
+            assert torch.equal(batch[field][task], value) and batch[field][task].dtype == value.dtype
+    plain = next(iter(torch.utils.data.DataLoader(dataset, batch_size=5)))  # the default collate_fn still works
+    assert torch.equal(plain["image"], torch.stack([dataset[i]["image"] for i in range(5)]))

@@ -8,12 +8,13 @@ predefined test split) and make torch Datasets over index subsets that yield
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler, default_collate
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,38 @@ class MultiTaskDataset(Dataset):
         s = self.samples
         return make_item(s.images[j], {t: v[j] for t, v in s.targets.items()},
                          {t: m[j] for t, m in s.has_target.items()}, self.augment)
+
+    def __getitems__(self, positions: list[int]) -> Sequence[dict]:
+        """A DataLoader's batch: with :func:`collate`, one indexing per tensor rather than one per sample and
+        field; any other ``collate_fn`` still sees the samples one by one."""
+        return FetchedBatch(self, positions)
+
+
+class FetchedBatch(Sequence):
+    """The samples at ``positions`` of a :class:`MultiTaskDataset`, built one by one only when read as a
+    sequence; :meth:`collated` takes them all at once (augmented sets still go sample by sample)."""
+
+    def __init__(self, dataset: MultiTaskDataset, positions: list[int]) -> None:
+        self.dataset, self.positions = dataset, list(positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.dataset[self.positions[i]]
+
+    def collated(self) -> dict:
+        if self.dataset.augment is not None:
+            return default_collate(list(self))
+        rows = torch.from_numpy(self.dataset.indices[self.positions])
+        s = self.dataset.samples
+        return {"image": s.images[rows].float().div_(255.0), "targets": {t: v[rows] for t, v in s.targets.items()},
+                "has_target": {t: m[rows] for t, m in s.has_target.items()}}
+
+
+def collate(items: Sequence[dict]) -> dict:
+    """The engine loaders' ``collate_fn``: a :class:`FetchedBatch` in one go, anything else as usual."""
+    return items.collated() if isinstance(items, FetchedBatch) else default_collate(items)
 
 
 def make_item(image: torch.Tensor, targets: dict, has_target: dict, augment=None) -> dict:

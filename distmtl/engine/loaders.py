@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from distmtl.config.schema import Config
 from distmtl.data.augment import Augmenter
-from distmtl.data.sample_set import Samples
+from distmtl.data.sample_set import Samples, collate
 from distmtl.data.splits import cv_split, split_by_group
 from distmtl.engine.context import DistContext
 
@@ -31,7 +31,7 @@ def build_loaders(
     padding a DistributedSampler adds, so that all-reduced metrics count every sample exactly once.
     Augmentation, when configured, applies to the training split only."""
     train_idx, val_idx, test_idx = splits
-    common = dict(batch_size=config.data.batch_size, num_workers=config.data.loader_workers,
+    common = dict(batch_size=config.data.batch_size, num_workers=config.data.loader_workers, collate_fn=collate,
                   pin_memory=ctx.device.type == "cuda", persistent_workers=config.data.loader_workers > 0)
     augment = Augmenter(config.data.augment, samples.specs) if config.data.augment.enabled else None
     train_set = samples.dataset(train_idx, augment)
