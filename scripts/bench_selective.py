@@ -35,7 +35,7 @@ from distmtl.config.schema import ModelConfig, SelectiveConfig
 from distmtl.data.sample_set import TargetSpec
 from distmtl.engine import LocalReporter
 from distmtl.engine.context import DistContext
-from distmtl.engine.selective import SelectiveSharingController, _unit_norm
+from distmtl.engine.selective import SelectiveSharingController, unit_norm
 from distmtl.engine.trainer import Trainer
 from distmtl.models import build_model
 from distmtl.sharing.decide import decide
@@ -90,7 +90,7 @@ def cost(k: int, args: argparse.Namespace, device: torch.device) -> dict[str, fl
             if epoch:
                 steps[mode].append(args.clock() - started)
         started = args.clock()
-        decide(_unit_norm(summed.double()).cpu().numpy(), names, model.branch_of, {n: 0.5 for n in names},
+        decide(unit_norm(summed.double()).cpu().numpy(), names, model.branch_of, {n: 0.5 for n in names},
                controller.cfg)
         if epoch:
             decisions.append(args.clock() - started)
@@ -119,13 +119,13 @@ def grouping(seed: int, args: argparse.Namespace) -> dict[str, float]:
 
     def end_epoch_both(ctx, epoch, mean_losses):
         if controller.capturing:
-            sums = {"controller": controller._gradients.double(), "per-task calls": torch.stack(reference).sum(0).double()}
+            sums = {"controller": controller.epoch_gradients.double(), "per-task calls": torch.stack(reference).sum(0).double()}
             reference.clear()
             scale = sums["per-task calls"].flatten(1).norm(dim=1).clamp(min=1e-30)
             diff = (sums["controller"] - sums["per-task calls"]).flatten(1).norm(dim=1) / scale
             record["max_rel_diff"] = max(record["max_rel_diff"], diff.max().item())
             for name, total in sums.items():
-                windows[name] = [*windows[name], _unit_norm(total).cpu()][-controller.cfg.window:]
+                windows[name] = [*windows[name], unit_norm(total).cpu()][-controller.cfg.window:]
             if len(windows["controller"]) == controller.cfg.window:
                 labels = [decide(torch.stack(w).sum(0).numpy(), model.task_names, model.branch_of, mean_losses,
                                  controller.cfg).labels for w in windows.values()]

@@ -91,7 +91,7 @@ def test_capture_does_not_alter_the_update():
         controller.observe(losses, {t: 1.0 for t in TASKS})
         sum(losses.values()).backward()
         optimizer.step()
-    assert capturing._gradients.flatten(1).norm(dim=1).gt(0).all() and plain._gradients is None
+    assert capturing.epoch_gradients.flatten(1).norm(dim=1).gt(0).all() and plain.epoch_gradients is None
     capturing, plain = capturing.model, plain.model
     for (name, a), b in zip(capturing.named_parameters(), plain.parameters()):
         assert torch.equal(a, b), name
@@ -117,7 +117,7 @@ def test_captured_gradients_are_each_tasks_own_gradient_at_its_branch_point():
         m.zero_grad(set_to_none=True)
         total.backward()
     assert expected.flatten(1).norm(dim=1).gt(0).all()
-    assert torch.allclose(controller._gradients, expected, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(controller.epoch_gradients, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_capture_starts_at_the_start_epoch_and_decides_once_the_window_is_full():
@@ -135,10 +135,10 @@ def test_capture_starts_at_the_start_epoch_and_decides_once_the_window_is_full()
         sum(step_losses.values()).backward()
 
     step()
-    assert controller._gradients is None
+    assert controller.epoch_gradients is None
     assert not controller.end_epoch(DistContext(), 0, losses) and controller.last_plan is None
     step()
-    assert controller._gradients.flatten(1).norm(dim=1).gt(0).all()
+    assert controller.epoch_gradients.flatten(1).norm(dim=1).gt(0).all()
     controller.end_epoch(DistContext(), 1, losses)
     assert controller.last_plan is None and len(controller.state_dict()["window"]) == 1
     norms = controller.state_dict()["window"][0].flatten(1).norm(dim=1)

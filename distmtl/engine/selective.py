@@ -57,6 +57,11 @@ class SelectiveSharingController:
     def capturing(self) -> bool:
         return not self.locked and self.epoch >= self.cfg.start_epoch
 
+    @property
+    def epoch_gradients(self) -> torch.Tensor | None:
+        """This epoch's captured gradient sums so far (K × branch-point shape, task order); None before any."""
+        return self._gradients
+
     def observe(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
         self._coefficients.clear()
         if not self.capturing:
@@ -108,7 +113,7 @@ class SelectiveSharingController:
         stacked = (self._gradients if self._gradients is not None else self._zero_sums()).double()
         self._gradients, self._rows = None, []
         ctx.all_reduce_sum(stacked)
-        self._window = [*self._window, _unit_norm(stacked).cpu()][-self.cfg.window:]
+        self._window = [*self._window, unit_norm(stacked).cpu()][-self.cfg.window:]
         if len(self._window) < self.cfg.window:
             return False
         gradients = torch.stack(self._window).sum(0).numpy()
@@ -164,7 +169,7 @@ def capture_rounds(branch_of: dict[str, str]) -> list[list[str]]:
     return [[tasks[i] for tasks in by_branch.values() if i < len(tasks)] for i in range(depth)]
 
 
-def _unit_norm(stacked: torch.Tensor) -> torch.Tensor:
+def unit_norm(stacked: torch.Tensor) -> torch.Tensor:
     """Each task's gradient (a row of ``stacked``) scaled to unit Frobenius norm; zero rows stay zero."""
     norms = stacked.flatten(1).norm(dim=1).clamp(min=torch.finfo(stacked.dtype).tiny)
     return stacked / norms.view(-1, *([1] * (stacked.dim() - 1)))
