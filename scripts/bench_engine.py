@@ -4,7 +4,9 @@ Both train the same model (a copy of the engine's, made before either trains), w
 optimizer (``build_optimizer``), batch size, per-task losses and weights, on the same training images:
 the engine through ``Trainer.train_epoch`` over its real loader (noise, weighting, on-device metric
 accumulation, divergence guard, learning-rate schedule, structure controller; no validation or
-checkpoint), the plain loop through a ``DataLoader`` over a ``TensorDataset`` of those images. Epochs
+checkpoint), the plain loop through a ``DataLoader`` over a ``TensorDataset`` of those images, drawn in the
+engine's order (a copy of its sampler), so both models follow nearly the same trajectory and meet the
+same numbers (on a CPU, denormal values alone can change a step's cost by several per cent). Epochs
 alternate between the two (after one warm-up epoch each) so that the machine's drift hits both; the
 table gives median images/s and their ratio. Settings: hard sharing with 3 tasks, and cross-stitch with
 dense heads (segmentation, detection, classification).
@@ -54,11 +56,13 @@ class PlainLoop:
         self.optimizer = build_optimizer(trainer.config.optim, self.model)
         self.tasks, self.device = trainer.tasks, trainer.ctx.device
         self.names = list(self.tasks)
+        self.sampler = copy.deepcopy(trainer.loaders.sampler)  # the engine's batches, in the engine's order
         self.loader = DataLoader(TensorDataset(images, *(targets[t] for t in self.names)),
-                                 batch_size=trainer.config.data.batch_size, shuffle=True,
+                                 batch_size=trainer.config.data.batch_size, sampler=self.sampler,
                                  pin_memory=self.device.type == "cuda")
 
-    def epoch(self, weights: dict[str, float]) -> None:
+    def epoch(self, epoch: int, weights: dict[str, float]) -> None:
+        self.sampler.set_epoch(epoch)
         self.model.train()
         for images, *targets in self.loader:
             images = images.to(self.device, non_blocking=True)
@@ -102,7 +106,7 @@ def engine_vs_plain(name: str, args: argparse.Namespace) -> dict[str, float]:
         if which == "engine":
             trainer.train_epoch(epoch, weights)
         else:
-            plain.epoch(weights)
+            plain.epoch(epoch, weights)
         synchronize(trainer.ctx.device)
         return args.clock() - started
 
