@@ -34,7 +34,6 @@ from distmtl.config.loading import load_config
 from distmtl.config.schema import ModelConfig, SelectiveConfig
 from distmtl.data.sample_set import TargetSpec
 from distmtl.engine import LocalReporter
-from distmtl.engine.context import DistContext
 from distmtl.engine.selective import SelectiveSharingController, unit_norm
 from distmtl.engine.trainer import Trainer
 from distmtl.models import build_model
