@@ -259,3 +259,13 @@ def test_a_batch_fetched_at_once_equals_the_samples_collated_one_by_one():
             assert torch.equal(batch[field][task], value) and batch[field][task].dtype == value.dtype
     plain = next(iter(torch.utils.data.DataLoader(dataset, batch_size=5)))  # the default collate_fn still works
     assert torch.equal(plain["image"], torch.stack([dataset[i]["image"] for i in range(5)]))
+
+
+@pytest.mark.parametrize("architecture", ["hard_sharing", "selective_sharing"])
+def test_bf16_autocast_with_channels_last_trains_on_the_cpu(architecture):
+    """The GPU speed switches (``train.precision: bf16``, ``train.channels_last``) run on any device, Selective
+    Sharing's gradient capture included, and the run reports finite losses."""
+    config = small_config(**{"model.architecture": architecture, "train.precision": "bf16",
+                             "train.channels_last": True, "optim.epochs": 1})
+    final = train(config, LocalReporter())
+    assert math.isfinite(final["train/loss"]) and math.isfinite(final["val/loss"])
