@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from distmtl.data.batch_loader import make_loader
 from distmtl.data.hdf5_store import CHUNK_CACHE_BYTES, H5SampleSet, write_store
 from distmtl.data.synthetic import generate
 from distmtl.engine.loaders import to_device
+from distmtl.machine import describe
 
 RANDOM_BATCHES = 20  # the fully random row reads this many batches per round: a full epoch takes minutes
 
@@ -80,15 +79,6 @@ class Row:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         self.rates.append(seen / (time.perf_counter() - started))
-
-
-def machine(device: torch.device) -> str:
-    """CPU model, cores, library versions and the device batches go to."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
-    target = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return (f"machine: {model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
-            f"h5py {h5py.__version__}, HDF5 {h5py.version.hdf5_version}; device {target}")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -178,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = results[0][3]
     ratio = [statistics.median(r / b for r, b in zip(rates, base)) for *_, rates in results]
-    print(machine(device))
+    print(f"machine: {describe(device)}; h5py {h5py.__version__}, HDF5 {h5py.version.hdf5_version}")
     print(f"{args.samples} images of {args.image_size}×{args.image_size} ({image_mib:.0f} MiB as uint8; HDF5 chunk cache "
           f"{CHUNK_CACHE_BYTES // 2**20} MiB per dataset), batch {args.batch_size}, {args.rounds} rounds; "
           "files in the OS page cache")

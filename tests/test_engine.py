@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from distmtl.data.batch_loader import to_tensors
 from distmtl.data.sample_set import MultiTaskDataset
 from distmtl.data.splits import split_by_group
 from distmtl.data.sources import build_samples
@@ -242,3 +243,30 @@ def test_the_last_checkpoint_draws_a_confusion_matrix_and_predicted_vs_true_at_t
         assert np.trace(matrix) / matrix.sum() == pytest.approx(final[f"test/{task}/accuracy"])
     shape = json.loads((artifacts / "predicted_vs_true@shape_epoch001.json").read_text())
     assert np.array(shape["predicted"]).shape == np.array(shape["true"]).shape and len(shape["true"][0]) == 4
+
+
+def test_a_batch_fetched_at_once_equals_the_samples_collated_one_by_one():
+    """The engine's loaders read an in-memory batch in one indexing per array; it must hold exactly what collating
+    the samples one at a time gives."""
+    samples = build_samples(small_config().data, ["fine", "colour", "shape"])
+    dataset = MultiTaskDataset(samples, np.arange(5, 45))
+    positions = [3, 0, 17, 39, 8]
+    one_by_one = torch.utils.data.default_collate([dataset[i] for i in positions])
+    batch = to_tensors(dataset.read_batch(positions))
+    assert torch.equal(batch["image"], one_by_one["image"]) and batch["image"].dtype == torch.float32
+    for field in ("targets", "has_target"):
+        assert batch[field].keys() == one_by_one[field].keys()
+        for task, value in one_by_one[field].items():
+            assert torch.equal(batch[field][task], value) and batch[field][task].dtype == value.dtype
+    plain = next(iter(torch.utils.data.DataLoader(dataset, batch_size=5)))  # the default collate_fn still works
+    assert torch.equal(plain["image"], torch.stack([dataset[i]["image"] for i in range(5)]))
+
+
+@pytest.mark.parametrize("architecture", ["hard_sharing", "selective_sharing"])
+def test_bf16_autocast_with_channels_last_trains_on_the_cpu(architecture):
+    """The GPU speed switches (``train.precision: bf16``, ``train.channels_last``) run on any device, Selective
+    Sharing's gradient capture included, and the run reports finite losses."""
+    config = small_config(**{"model.architecture": architecture, "train.precision": "bf16",
+                             "train.channels_last": True, "optim.epochs": 1})
+    final = train(config, LocalReporter())
+    assert math.isfinite(final["train/loss"]) and math.isfinite(final["val/loss"])

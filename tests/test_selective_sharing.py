@@ -88,13 +88,36 @@ def test_capture_does_not_alter_the_update():
         out = m(x)
         losses = {t: out[t].float().pow(2).mean() for t in TASKS}
         losses["coarse"] = torch.nn.functional.cross_entropy(out["coarse"], y)
-        controller.observe(losses)
+        controller.observe(losses, {t: 1.0 for t in TASKS})
         sum(losses.values()).backward()
         optimizer.step()
-    assert set(capturing._gradients) == set(TASKS) and not plain._gradients
+    assert capturing.epoch_gradients.flatten(1).norm(dim=1).gt(0).all() and plain.epoch_gradients is None
     capturing, plain = capturing.model, plain.model
     for (name, a), b in zip(capturing.named_parameters(), plain.parameters()):
         assert torch.equal(a, b), name
+
+
+def test_captured_gradients_are_each_tasks_own_gradient_at_its_branch_point():
+    """Capture through the training step's backward pass (tasks alone on their branch) and through batched
+    calls (tasks sharing a branch, a task weighted 0) sums exactly what one ``autograd.grad`` call per task
+    and step gives, whatever the combination of the losses (here with a non-linear term)."""
+    controller = SelectiveSharingController(model())
+    m = controller.model
+    m.merge([Merge("b1", ["b0", "b1"], "lowest_loss")])  # fine and coarse share b1
+    weights = {"fine": 1.0, "coarse": 0.5, "shape": 2.0, "colour": 0.0, "texture": 0.3}
+    expected = torch.zeros(len(TASKS), *m.branch_point("fine").shape)
+    torch.manual_seed(2)
+    for _ in range(2):
+        out = m(torch.rand(6, 3, 16, 16))
+        losses = {t: out[t].float().pow(2).mean() for t in TASKS}
+        for i, t in enumerate(TASKS):
+            expected[i] += torch.autograd.grad(losses[t], m.branch_point(t), retain_graph=True)[0]
+        controller.observe(losses, weights)
+        total = sum(weights[t] * losses[t] for t in TASKS) + 0.1 * losses["shape"] ** 2
+        m.zero_grad(set_to_none=True)
+        total.backward()
+    assert expected.flatten(1).norm(dim=1).gt(0).all()
+    assert torch.allclose(controller.epoch_gradients, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_capture_starts_at_the_start_epoch_and_decides_once_the_window_is_full():
@@ -107,13 +130,15 @@ def test_capture_starts_at_the_start_epoch_and_decides_once_the_window_is_full()
 
     def step():
         out = controller.model(torch.rand(4, 3, 16, 16))
-        controller.observe({t: out[t].float().pow(2).mean() for t in TASKS})
+        step_losses = {t: out[t].float().pow(2).mean() for t in TASKS}
+        controller.observe(step_losses, losses)
+        sum(step_losses.values()).backward()
 
     step()
-    assert not controller._gradients
+    assert controller.epoch_gradients is None
     assert not controller.end_epoch(DistContext(), 0, losses) and controller.last_plan is None
     step()
-    assert set(controller._gradients) == set(TASKS)
+    assert controller.epoch_gradients.flatten(1).norm(dim=1).gt(0).all()
     controller.end_epoch(DistContext(), 1, losses)
     assert controller.last_plan is None and len(controller.state_dict()["window"]) == 1
     norms = controller.state_dict()["window"][0].flatten(1).norm(dim=1)

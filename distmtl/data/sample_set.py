@@ -8,12 +8,13 @@ predefined test split) and make torch Datasets over index subsets that yield
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler, default_collate
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,16 @@ class MultiTaskDataset(Dataset):
         s = self.samples
         return make_item(s.images[j], {t: v[j] for t, v in s.targets.items()},
                          {t: m[j] for t, m in s.has_target.items()}, self.augment)
+
+    def read_batch(self, positions: Sequence[int]) -> dict:
+        """The samples at ``positions`` in one indexing per array (uint8 images, scaled where the batch is
+        consumed: :func:`distmtl.data.batch_loader.to_tensors`); augmented sets go sample by sample."""
+        if self.augment is not None:
+            return default_collate([self[i] for i in positions])
+        rows = torch.from_numpy(self.indices[np.asarray(positions, dtype=np.int64)])
+        s = self.samples
+        return {"image": s.images[rows].numpy(), "targets": {t: v[rows].numpy() for t, v in s.targets.items()},
+                "has_target": {t: m[rows].numpy() for t, m in s.has_target.items()}}
 
 
 def make_item(image: torch.Tensor, targets: dict, has_target: dict, augment=None) -> dict:

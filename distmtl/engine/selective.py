@@ -1,8 +1,14 @@
 """Selective Sharing's capture → decide → apply cycle, run by the trainer on every rank.
 
 Every training step, the gradient of each task's loss with respect to its branch point (the
-first layer of its branch) is captured with ``torch.autograd.grad`` — never written to ``.grad``,
-so the update is the same as without capture — and summed over the epoch. At the end of each
+first layer of its branch) is captured and summed over the epoch; nothing is written to ``.grad``, so
+the update is the same as without capture. A task alone on its branch costs almost nothing: the
+training step's own backward pass reaches that branch point from this task's loss only, so a hook
+on the branch point reads c·g there, and a hook on the task's loss reads the coefficient c (the
+derivative of the combined loss by this task's loss), which is divided out. Tasks that share a branch
+(and tasks weighted 0 this epoch, whose c·g is 0) are captured with ``torch.autograd.grad``, one call
+per "round": a round holds at most one task per branch, so each branch point's gradient in it is that
+task's alone; a step makes as many calls as the largest merged branch has tasks. At the end of each
 epoch the sums are all-reduced across ranks and each task's sum is scaled to unit norm, so that every
 epoch weighs alike (gradients shrink as training goes on). A decision reads the sum of the last
 ``window`` epochs: one epoch's gradient direction is noisy, and a merge cannot be undone. Rank 0
@@ -16,6 +22,8 @@ merge: the lock epoch.
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import partial
 from typing import Any
 
 import torch
@@ -37,32 +45,75 @@ class SelectiveSharingController:
         self.epoch = 0  # the epoch being trained, for the warm-up
         self.locked, self.lock_epoch, self.quiet_epochs = False, -1, 0
         self.last_plan: MergePlan | None = None
-        self._gradients: dict[str, torch.Tensor] = {}
+        self._gradients: torch.Tensor | None = None  # the epoch's sum, K × branch-point shape, in task order
+        self._rows: list[torch.Tensor] = []  # its rows, one view per task
+        self._row_of = {t: i for i, t in enumerate(model.task_names)}
+        self._hooked: tuple[tuple[str, ...], frozenset[str]] | None = None  # the branch map and tasks hooks serve
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._coefficients: dict[str, torch.Tensor] = {}  # this step's, per hooked task, until its gradient arrives
         self._window: list[torch.Tensor] = []  # the last epochs' unit-norm task gradients (K × branch-point shape each)
 
     @property
     def capturing(self) -> bool:
         return not self.locked and self.epoch >= self.cfg.start_epoch
 
-    def observe(self, losses: dict[str, torch.Tensor]) -> None:
+    @property
+    def epoch_gradients(self) -> torch.Tensor | None:
+        """This epoch's captured gradient sums so far (K × branch-point shape, task order); None before any."""
+        return self._gradients
+
+    def observe(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
+        self._coefficients.clear()
         if not self.capturing:
+            self._release_hooks()
             return
-        for task, loss in losses.items():
-            (grad,) = torch.autograd.grad(loss, self.model.branch_point(task), retain_graph=True, allow_unused=True)
-            if grad is not None:
-                total = self._gradients.get(task)
-                self._gradients[task] = grad.detach().float() if total is None else total + grad.detach().float()
+        if self._gradients is None:
+            self._gradients = self._zero_sums()
+            self._rows = list(self._gradients.unbind(0))
+        hooked = self._hook_branch_points(weights)
+        explicit = {t: b for t, b in self.model.branch_of.items() if t not in hooked}
+        for tasks in capture_rounds(explicit):
+            points = [self.model.branch_point(t) for t in tasks]
+            grads = torch.autograd.grad([losses[t] for t in tasks], points, retain_graph=True, allow_unused=True)
+            for task, grad in zip(tasks, grads):
+                if grad is not None:
+                    self._rows[self._row_of[task]].add_(grad.detach().float())
+        for task in hooked:
+            losses[task].register_hook(partial(self._coefficients.__setitem__, task))
+
+    def _hook_branch_points(self, weights: dict[str, float]) -> frozenset[str]:
+        """The tasks captured from the training step's own backward pass: those alone on their branch and
+        weighted above 0. Their branch points carry a hook while that set and the branch map stay as they are."""
+        branch_of = self.model.branch_of
+        sizes = Counter(branch_of.values())
+        hooked = frozenset(t for t, b in branch_of.items() if sizes[b] == 1 and weights.get(t, 1.0) != 0)
+        if self._hooked != (key := (tuple(branch_of.values()), hooked)):
+            self._release_hooks()
+            self._hooks = [self.model.branch_point(t).register_hook(partial(self._add, t)) for t in hooked]
+            self._hooked = key
+        return hooked
+
+    def _add(self, task: str, grad: torch.Tensor) -> None:
+        """A hooked branch point's gradient c·g arrived: add g (c: the step's coefficient of the task's loss).
+        Backward passes that did not go through this step's loss (no coefficient) add nothing."""
+        coefficient = self._coefficients.pop(task, None)
+        if coefficient is not None and self._gradients is not None:
+            self._rows[self._row_of[task]].addcdiv_(grad.detach().float(), coefficient.float())
+
+    def _release_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks, self._hooked = [], None
 
     def end_epoch(self, ctx: DistContext, epoch: int, mean_losses: dict[str, float]) -> bool:
         capturing = self.capturing
         self.epoch = epoch + 1
         if not capturing:
             return False
-        zeros = torch.zeros_like(self.model.branch_point(self.model.task_names[0]), dtype=torch.float32)
-        stacked = torch.stack([self._gradients.get(t, zeros) for t in self.model.task_names]).double()
-        self._gradients = {}
+        stacked = (self._gradients if self._gradients is not None else self._zero_sums()).double()
+        self._gradients, self._rows = None, []
         ctx.all_reduce_sum(stacked)
-        self._window = [*self._window, _unit_norm(stacked).cpu()][-self.cfg.window:]
+        self._window = [*self._window, unit_norm(stacked).cpu()][-self.cfg.window:]
         if len(self._window) < self.cfg.window:
             return False
         gradients = torch.stack(self._window).sum(0).numpy()
@@ -71,6 +122,10 @@ class SelectiveSharingController:
         plan = ctx.broadcast_object(plan)
         self.apply(plan, epoch)
         return plan.changes
+
+    def _zero_sums(self) -> torch.Tensor:
+        point = self.model.branch_point(self.model.task_names[0])
+        return torch.zeros(len(self.model.task_names), *point.shape, device=point.device)
 
     def apply(self, plan: MergePlan, epoch: int) -> None:
         """Merge as planned and update the stop state (identically on every rank)."""
@@ -104,7 +159,17 @@ class SelectiveSharingController:
         self._window = list(state.get("window", []))
 
 
-def _unit_norm(stacked: torch.Tensor) -> torch.Tensor:
+def capture_rounds(branch_of: dict[str, str]) -> list[list[str]]:
+    """The tasks of each capture call: the i-th call takes the i-th task of every branch that has one, so no
+    call holds two tasks of one branch (their gradients at its branch point would add up)."""
+    by_branch: dict[str, list[str]] = {}
+    for task, branch in branch_of.items():
+        by_branch.setdefault(branch, []).append(task)
+    depth = max(map(len, by_branch.values()), default=0)
+    return [[tasks[i] for tasks in by_branch.values() if i < len(tasks)] for i in range(depth)]
+
+
+def unit_norm(stacked: torch.Tensor) -> torch.Tensor:
     """Each task's gradient (a row of ``stacked``) scaled to unit Frobenius norm; zero rows stay zero."""
     norms = stacked.flatten(1).norm(dim=1).clamp(min=torch.finfo(stacked.dtype).tiny)
     return stacked / norms.view(-1, *([1] * (stacked.dim() - 1)))

@@ -20,8 +20,9 @@ from distmtl.registry import Registry
 class StructureController(Protocol):
     """What the trainer calls; the state it returns is saved in checkpoints."""
 
-    def observe(self, losses: dict[str, torch.Tensor]) -> None:
-        """Called every training step with the per-task losses, before the backward pass."""
+    def observe(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
+        """Called every training step with the per-task losses and this epoch's task weights, before the
+        backward pass of their combination."""
 
     def end_epoch(self, ctx: DistContext, epoch: int, mean_losses: dict[str, float]) -> bool:
         """Called on every rank after each training epoch; True when the model's parameters changed."""

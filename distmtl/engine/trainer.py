@@ -162,7 +162,7 @@ class Trainer:
             terms = self._loss_terms(outputs, targets, masks)
             losses = {name: total / count.clamp(min=1) for name, (total, count) in terms.items()}
             if self.controller:
-                self.controller.observe(losses)
+                self.controller.observe(losses, weights)
             loss = self.weighting.combine(losses, weights)
             self.guard.observe(loss)
             self.optimizer.zero_grad(set_to_none=True)
