@@ -151,6 +151,8 @@ def test_a_sweep_has_one_parent_run_with_its_trials_nested_and_the_best_one_name
     assert {"quick.yaml", "trials.md", "trials.json", "optimization_history.png", "param_importances.png"} <= artifacts
     trials = [r for r in client.search_runs([experiment]) if "distmtl.trial_id" in r.data.tags]
     assert len(trials) == 3 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+    description = client.get_experiment(experiment).tags["mlflow.note.content"]  # the UI's experiment description
+    assert f"`{REPO / 'search_spaces/quick.yaml'}`" in description and "optuna/tpe with asha" in description
 
     restored.setup()  # the resumed sweep's driver: the same parent, RUNNING again
     assert restored.parent.run_id == parent.info.run_id
