@@ -4,8 +4,9 @@ Runs a tiny `distmtl tune` sweep into a fresh SQLite store (or takes an existing
 starts `distmtl ui` on a free port, renders five pages with Debian's ``chromium`` (``--dump-dom`` and
 ``--screenshot`` in one go) and checks on the rendered DOM that
 
-- the experiment's runs table shows one row, the sweep's parent run, and counts its trials as matching
-  runs nested under it (MLflow collapses child runs under their parent);
+- the experiment's page shows its description (which names the space file) and a runs table of one row,
+  the sweep's parent run, counting its trials as matching runs nested under it (MLflow collapses child
+  runs under their parent);
 - the parent run's page lists every trial under "Child runs", and its best score;
 - the best trial's page names the sweep as its parent run and lists every metric the run holds;
 - the best trial's and the parent's artifact pages list every logged file and render an image preview.
@@ -138,6 +139,7 @@ class Store:
     best_score: list[str]
     parent_files: list[str]
     best_files: list[str]
+    description: str
     previews: dict[str, str] = field(default_factory=dict)  # run id -> an image artifact shown on its page
 
 
@@ -166,7 +168,8 @@ def read_store(uri: str) -> Store:
     store = Store(uri, parent.info.experiment_id, parent.info.run_id, parent.info.run_name,
                   {c.info.run_id: c.info.run_name for c in children}, best.info.run_id, sorted(best.data.metrics),
                   sorted(k for k in parent.data.metrics if k.startswith("best/")), files(parent.info.run_id),
-                  files(best.info.run_id))
+                  files(best.info.run_id),
+                  client.get_experiment(parent.info.experiment_id).tags.get("mlflow.note.content", ""))
     for run_id, paths in ((store.parent, store.parent_files), (store.best, store.best_files)):
         images = [p for p in paths if p.endswith(".png")]
         if images:
@@ -263,6 +266,10 @@ def check_pages(store: Store, render_page) -> list[Check]:
         set(page.row_ids) == {store.parent})
     add("experiment", "matching runs (trials nested under the sweep's row)", n + 1, page.matching_runs(),
         page.matching_runs() == n + 1 and not set(page.row_ids) & set(store.trials))
+
+    shown = store.description.replace("`", "")  # the UI renders the description as Markdown
+    add("experiment", "description (names the space file)", shown[:60] + "..." if shown else "a description",
+        "shown" if shown and shown in page.text else "not shown", bool(shown) and shown in page.text)
 
     page = render_page("parent", f"#/experiments/{eid}/runs/{store.parent}", 1600)
     listed = page.linked_runs("key-value-Child runs")

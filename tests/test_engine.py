@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 from distmtl.data.sample_set import MultiTaskDataset
 from distmtl.data.splits import split_by_group
+from distmtl.data.synthetic import class_names
 from distmtl.data.sources import build_samples
 from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.engine.checkpoint import load_checkpoint
@@ -238,7 +239,9 @@ def test_the_last_checkpoint_draws_a_confusion_matrix_and_predicted_vs_true_at_t
             "predicted_vs_true@shape_epoch001.png"} <= names
     assert not list(reporter.checkpoints[0].glob("artifacts/confusion_matrix*"))  # drawn once, at the end
     for task in ("fine", "colour"):
-        matrix = np.array(json.loads((artifacts / f"confusion_matrix@{task}_epoch001.json").read_text())["matrix"])
+        record = json.loads((artifacts / f"confusion_matrix@{task}_epoch001.json").read_text())
+        matrix = np.array(record["matrix"])
         assert np.trace(matrix) / matrix.sum() == pytest.approx(final[f"test/{task}/accuracy"])
+        assert record["class_names"] == class_names()[task] and len(record["class_names"]) == len(matrix)
     shape = json.loads((artifacts / "predicted_vs_true@shape_epoch001.json").read_text())
     assert np.array(shape["predicted"]).shape == np.array(shape["true"]).shape and len(shape["true"][0]) == 4

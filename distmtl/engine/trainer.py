@@ -203,7 +203,8 @@ class Trainer:
     @torch.no_grad()
     def predictions(self, net: nn.Module) -> dict[str, dict]:
         """Each task's prediction record on the test split (confusion matrix, predicted vs true), from every
-        rank's samples, keyed ``<record kind>@<task>``; empty on ranks other than 0."""
+        rank's samples, keyed ``<record kind>@<task>``, with the task's class names where the data has them;
+        empty on ranks other than 0."""
         drawn = [name for name, task in self.tasks.items() if task.record_kind]
         if not drawn:
             return {}
@@ -220,7 +221,9 @@ class Trainer:
         if not self.ctx.is_main:
             return {}
         joined = {t: (torch.cat([g[t][0] for g in gathered]), torch.cat([g[t][1] for g in gathered])) for t in drawn}
-        return {f"{self.tasks[t].record_kind}@{t}": self.tasks[t].prediction_record(*joined[t])
+        names = self.samples.class_names
+        return {f"{self.tasks[t].record_kind}@{t}": {**self.tasks[t].prediction_record(*joined[t]),
+                                                      **({"class_names": names[t]} if t in names else {})}
                 for t in drawn if len(joined[t][1])}  # a task without test targets has nothing to draw
 
     # --- checkpoints -----------------------------------------------------------------------------

@@ -122,12 +122,15 @@ def pareto_front(record: dict):
 
 @PLOTS.register("confusion_matrix")
 def confusion_matrix(record: dict):
-    """A classification task's confusion matrix on the test split at the best epoch, counts in the cells."""
+    """A classification task's confusion matrix on the test split at the best epoch, counts in the cells; the
+    axes name the classes where the record has their names (``class_names``), else number them."""
     plt = pyplot()
     matrix = np.asarray(record["matrix"])
     size = len(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * size, 1.0 + 0.4 * size))
-    _annotated_heatmap(ax, matrix, [str(c) for c in range(size)], "{}", cmap="Blues")
+    labels = record.get("class_names") or [str(c) for c in range(size)]
+    margin = 0.07 * max(map(len, labels))  # inches for the longest name, written slanted below and left
+    fig, ax = plt.subplots(figsize=(1.2 + margin + 0.45 * size, 1.0 + margin + 0.4 * size))
+    _annotated_heatmap(ax, matrix, labels, "{}", cmap="Blues")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
