@@ -140,6 +140,7 @@ class Store:
     parent_files: list[str]
     best_files: list[str]
     description: str
+    space_file: str
     previews: dict[str, str] = field(default_factory=dict)  # run id -> an image artifact shown on its page
 
 
@@ -169,7 +170,8 @@ def read_store(uri: str) -> Store:
                   {c.info.run_id: c.info.run_name for c in children}, best.info.run_id, sorted(best.data.metrics),
                   sorted(k for k in parent.data.metrics if k.startswith("best/")), files(parent.info.run_id),
                   files(best.info.run_id),
-                  client.get_experiment(parent.info.experiment_id).tags.get("mlflow.note.content", ""))
+                  client.get_experiment(parent.info.experiment_id).tags.get("mlflow.note.content", ""),
+                  Path(parent.data.tags.get("distmtl.space", "?")).name)
     for run_id, paths in ((store.parent, store.parent_files), (store.best, store.best_files)):
         images = [p for p in paths if p.endswith(".png")]
         if images:
@@ -231,14 +233,21 @@ class UiServer:
             time.sleep(0.5)  # the poll interval, not a synchronisation
         raise SystemExit(f"ui_check: error: the UI did not answer /health within {timeout:g} s; see {self._log}")
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM to the whole group (MLflow's server and job consumers outlive `distmtl ui` otherwise); what
+        is left of it after ``timeout`` seconds gets SIGKILL."""
+        group = self.process.pid
+        try:
+            os.killpg(group, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                self.process.poll()
+                os.killpg(group, 0)  # raises once no process of the group is left
+                time.sleep(0.2)  # the poll interval, not a synchronisation
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=timeout)
 
 
 def render(chromium: str, url: str, png: Path, profile: Path, size: tuple[int, int], budget_ms: int) -> RenderedPage:
@@ -267,9 +276,10 @@ def check_pages(store: Store, render_page) -> list[Check]:
     add("experiment", "matching runs (trials nested under the sweep's row)", n + 1, page.matching_runs(),
         page.matching_runs() == n + 1 and not set(page.row_ids) & set(store.trials))
 
-    shown = store.description.replace("`", "")  # the UI renders the description as Markdown
-    add("experiment", "description (names the space file)", shown[:60] + "..." if shown else "a description",
-        "shown" if shown and shown in page.text else "not shown", bool(shown) and shown in page.text)
+    squeezed = re.sub(r"[\s`]", "", store.description)  # the UI renders it as Markdown (`x` as <code>x</code>)
+    rendered = bool(squeezed) and squeezed in re.sub(r"\s", "", page.text)
+    add("experiment", f"description (names {store.space_file})", store.description[:50] + "...",
+        "shown" if rendered else "not shown", rendered and store.space_file in store.description)
 
     page = render_page("parent", f"#/experiments/{eid}/runs/{store.parent}", 1600)
     listed = page.linked_runs("key-value-Child runs")
