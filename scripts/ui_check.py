@@ -52,8 +52,9 @@ _RUN_LINK = re.compile(r"#/experiments/[^/]+/runs/([0-9a-f]{32})$")
 
 
 class RenderedPage(HTMLParser):
-    """What the checks read from a rendered DOM: visible text, links (with the ``data-testid`` blocks
-    around them), table rows' ``row-id`` and images' ``alt``/``src``."""
+    """What the checks read from a rendered DOM: its text outside elements styled ``display: none`` (MLflow
+    keeps a collapsed folder's files in the DOM that way), links (with the ``data-testid`` blocks around
+    them), table rows' ``row-id``, the artifact tree's file names and images' ``alt``/``src``."""
 
     def __init__(self, dom: str) -> None:
         super().__init__(convert_charrefs=True)
@@ -61,8 +62,9 @@ class RenderedPage(HTMLParser):
         self.links: list[tuple[str, str, tuple[str, ...]]] = []  # href, text, enclosing data-testids
         self.row_ids: list[str] = []
         self.images: list[tuple[str, str]] = []
-        self._stack: list[tuple[str, str | None]] = []  # open tags, with their data-testid
-        self._skip = 0  # inside <script> or <style>
+        self.tree_nodes: list[str] = []  # names shown in the artifact tree
+        self._stack: list[tuple[str, str | None, bool]] = []  # open tags: data-testid, whether it hides its content
+        self._skip = 0  # inside <script> or <style>, or a hidden element
         self._link: list | None = None
         self.feed(dom)
         self.text = re.sub(r"\s+", " ", " ".join(self.text_parts))
@@ -75,22 +77,24 @@ class RenderedPage(HTMLParser):
             self.row_ids.append(found["row-id"] or "")
         if tag in _VOID:
             return
-        if tag in ("script", "style"):
-            self._skip += 1
-        if tag == "a" and found.get("href"):
-            self._link = [found["href"], "", tuple(t for _, t in self._stack if t)]
-        self._stack.append((tag, found.get("data-testid")))
+        hides = tag in ("script", "style") or "display: none" in (found.get("style") or "")
+        self._skip += hides
+        if found.get("data-testid") == "artifact-tree-node" and not self._skip:
+            self.tree_nodes.append(found.get("artifact-name") or "")
+        if tag == "a" and found.get("href") and not self._skip:
+            self._link = [found["href"], "", tuple(t for _, t, _ in self._stack if t)]
+        self._stack.append((tag, found.get("data-testid"), hides))
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _VOID:
             return
-        if tag in ("script", "style"):
-            self._skip -= 1
         if tag == "a" and self._link is not None:
             self.links.append((self._link[0], self._link[1].strip(), self._link[2]))
             self._link = None
         while self._stack:  # close up to the matching tag (the DOM Chromium serialises is well formed)
-            if self._stack.pop()[0] == tag:
+            closed, _, hid = self._stack.pop()
+            self._skip -= hid
+            if closed == tag:
                 break
 
     def handle_data(self, data: str) -> None:
@@ -252,7 +256,10 @@ class UiServer:
 
 def render(chromium: str, url: str, png: Path, profile: Path, size: tuple[int, int], budget_ms: int) -> RenderedPage:
     """Load ``url`` in headless Chromium; save a screenshot to ``png`` and the rendered DOM beside it."""
+    # --run-all-compositor-stages-before-draw: animation frames run under virtual time (a folder of the artifact
+    # tree opens with an animation, and stays display: none without them)
     command = [chromium, "--headless=new", "--disable-gpu", "--no-sandbox", f"--user-data-dir={profile}",
+               "--run-all-compositor-stages-before-draw",
                f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}", f"--screenshot={png}",
                "--dump-dom", url]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
@@ -301,8 +308,8 @@ def check_pages(store: Store, render_page) -> list[Check]:
         preview = store.previews.get(run_id, "")
         page = render_page(name, f"#/experiments/{eid}/runs/{run_id}/artifacts/{preview}", 1200)
         names = [Path(f).name for f in files]
-        shown = [f for f in names if f in page.text]
-        add(name, "artifact files listed", len(names), len(shown), shown == names)
+        shown = [f for f in names if f in page.tree_nodes]
+        add(name, "files in the artifact tree", len(names), len(shown), shown == names)
         rendered = any(alt == preview and src.startswith(("blob:", "data:", "http")) for alt, src in page.images)
         add(name, "image preview rendered", preview or "-", "yes" if rendered else "no", bool(preview) and rendered)
     return checks

@@ -65,15 +65,17 @@ def test_the_rendered_ui_shows_the_trials_under_their_parent_with_metrics_and_ar
     assert {p.name for p in out.glob("*.png")} == {"experiment.png", "parent.png", "trial.png", "trial-artifacts.png",
                                                    "parent-artifacts.png"}
 
-    # the same rendered pages, checked against a store that holds one more trial and one more metric: both missed
+    # the same rendered pages, checked against a store that holds one more trial, metric and file: all missed
     module = ui_check()
     store = module.read_store(uri)
     pages = {name: module.RenderedPage((out / f"{name}.html").read_text()) for name in
              ("experiment", "parent", "trial", "trial-artifacts", "parent-artifacts")}
-    claimed = replace(store, trials={**store.trials, "f" * 32: "trial-t3"}, best_metrics=[*store.best_metrics, "x/y"])
-    failed = {c.name for c in module.check_pages(claimed, lambda name, path, height: pages[name]) if not c.ok}
-    assert failed == {"matching runs (trials nested under the sweep's row)", "trials listed under 'Child runs'",
-                      "metrics listed"}
+    claimed = replace(store, trials={**store.trials, "f" * 32: "trial-t3"}, best_metrics=[*store.best_metrics, "x/y"],
+                      best_files=[*store.best_files, "artifacts/more.png"])
+    failed = {(c.page, c.name) for c in module.check_pages(claimed, lambda name, path, height: pages[name]) if not c.ok}
+    assert failed == {("experiment", "matching runs (trials nested under the sweep's row)"),
+                      ("parent", "trials listed under 'Child runs'"), ("trial", "metrics listed"),
+                      ("trial-artifacts", "files in the artifact tree")}
 
 
 def test_without_chromium_the_check_is_skipped_with_a_clear_message(tmp_path):
