@@ -132,7 +132,9 @@ def test_the_verbose_status_table_shows_the_searched_values_and_the_metric_at_mo
         if score:
             t.update_last_result({**epoch(1), "val/loss_unweighted": score, "train/loss": 3.0, "config": t.config})
         trials.append(t)
-    reporter = status_table(Space(REPO / "search_spaces/quick.yaml"), num_samples=3)
+    space = Space(REPO / "search_spaces/quick.yaml")
+    reporter = status_table(space)
+    reporter.setup(start_time=0.0, total_samples=3, metric=space.tune_metric, mode=space.mode)  # as Tune does
     assert reporter.should_report(trials) and not reporter.should_report(trials)  # then not again within 60 s
     reporter.report(trials, done=False)
     lines = capsys.readouterr().out.splitlines()

@@ -23,14 +23,12 @@ from distmtl.tune.tracking_callback import error_line, short_value
 STATUS_INTERVAL_S = 60
 
 
-def status_table(space: Space, num_samples: int, interval_s: int = STATUS_INTERVAL_S) -> CLIReporter:
+def status_table(space: Space, interval_s: int = STATUS_INTERVAL_S) -> CLIReporter:
     """Tune's status table for ``--verbose``: each trial's state, searched values and the sweep's metric(s)
     (last reported value) only, sorted by the metric where there is one, printed at most every ``interval_s``
-    seconds."""
+    seconds. Tune gives it the metric, its mode and the number of trials when the sweep starts."""
     return CLIReporter(parameter_columns=list(space.file.parameters), metric_columns=list(space.metrics),
-                       total_samples=num_samples, max_report_frequency=interval_s, max_column_length=24,
-                       metric=None if space.pareto else space.tune_metric, mode=None if space.pareto else space.mode,
-                       sort_by_metric=not space.pareto)
+                       max_report_frequency=interval_s, max_column_length=24, sort_by_metric=not space.pareto)
 
 
 class ConsoleProgress(Callback):

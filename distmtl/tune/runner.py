@@ -171,7 +171,7 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
             ),
             run_config=tune.RunConfig(
                 name=experiment, storage_path=storage_path, verbose=1 if options.verbose else 0,
-                progress_reporter=status_table(space, num_samples) if options.verbose else None,
+                progress_reporter=status_table(space) if options.verbose else None,
                 callbacks=[MlflowTrialLogger(tracking_uri, experiment, space, sweep_path, num_samples),
                            ConsoleProgress(space, num_samples)],
             ),
