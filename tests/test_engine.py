@@ -10,10 +10,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torchvision.ops import box_iou
 
 from distmtl.data.batch_loader import to_tensors
 from distmtl.data.sample_set import MultiTaskDataset
 from distmtl.data.splits import split_by_group
+from distmtl.data.synthetic import class_names
 from distmtl.data.sources import build_samples
 from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.engine.checkpoint import load_checkpoint
@@ -228,6 +230,25 @@ def test_a_checkpoint_of_another_model_or_a_damaged_one_is_refused_clearly(tmp_p
         load_checkpoint(damaged)
 
 
+def test_segmentation_and_detection_tasks_draw_a_few_test_images_with_their_predictions(tmp_path):
+    """At the end: up to four test images, each with its true and predicted mask / box (the IoU beside them),
+    as JSON and PNG; not at earlier epochs."""
+    reporter = LocalReporter(tmp_path)
+    train(small_config(tasks=["mask", "bbox", "fine"], **{"model.architecture": "cross_stitch"}), reporter)
+    artifacts = reporter.checkpoints[-1] / "artifacts"
+    assert {"segmentation_examples@mask_epoch001.png", "detection_examples@bbox_epoch001.png"} <= {
+        p.name for p in artifacts.iterdir()}
+    assert not list(reporter.checkpoints[0].glob("artifacts/*examples*"))
+    mask = json.loads((artifacts / "segmentation_examples@mask_epoch001.json").read_text())
+    images = np.array(mask["images"])
+    assert images.shape == (4, 3, 16, 16) and images.max() > 1  # bytes, not [0, 1] floats
+    assert np.array(mask["true"]).shape == np.array(mask["predicted"]).shape == (4, 16, 16)
+    assert set(np.unique(mask["true"])) == {0, 1} and mask["classes"] == 2
+    bbox = json.loads((artifacts / "detection_examples@bbox_epoch001.json").read_text())
+    iou = box_iou(torch.tensor(bbox["predicted"]), torch.tensor(bbox["true"])).diagonal()
+    assert iou.tolist() == pytest.approx(bbox["iou"]) and len(bbox["images"]) == 4
+
+
 def test_the_last_checkpoint_draws_a_confusion_matrix_and_predicted_vs_true_at_the_best_epoch(tmp_path):
     """Each classification task's confusion matrix (whose diagonal gives the reported test accuracy) and each
     regression task's predictions against the truth, as JSON and PNG with the last epoch's records."""
@@ -239,8 +260,10 @@ def test_the_last_checkpoint_draws_a_confusion_matrix_and_predicted_vs_true_at_t
             "predicted_vs_true@shape_epoch001.png"} <= names
     assert not list(reporter.checkpoints[0].glob("artifacts/confusion_matrix*"))  # drawn once, at the end
     for task in ("fine", "colour"):
-        matrix = np.array(json.loads((artifacts / f"confusion_matrix@{task}_epoch001.json").read_text())["matrix"])
+        record = json.loads((artifacts / f"confusion_matrix@{task}_epoch001.json").read_text())
+        matrix = np.array(record["matrix"])
         assert np.trace(matrix) / matrix.sum() == pytest.approx(final[f"test/{task}/accuracy"])
+        assert record["class_names"] == class_names()[task] and len(record["class_names"]) == len(matrix)
     shape = json.loads((artifacts / "predicted_vs_true@shape_epoch001.json").read_text())
     assert np.array(shape["predicted"]).shape == np.array(shape["true"]).shape and len(shape["true"][0]) == 4
 

@@ -159,7 +159,8 @@ def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster,
             "cross_stitch/stage0/same"} <= set(run.data.metrics)
     files = {f.path for f in client.list_artifacts(run.info.run_id, "artifacts")}
     assert {f"artifacts/cross_stitch_alpha_epoch00{e}.{kind}" for e in (0, 1) for kind in ("json", "png")} | \
-        {"artifacts/confusion_matrix@fine_epoch001.png", "artifacts/model"} <= files
+        {"artifacts/confusion_matrix@fine_epoch001.png", "artifacts/model",
+         "artifacts/segmentation_examples@mask_epoch001.png", "artifacts/detection_examples@bbox_epoch001.png"} <= files
 
 
 def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_cluster, tmp_path, capsys):

@@ -98,6 +98,17 @@ def test_epochs_logged_while_the_server_is_away_arrive_in_order_when_it_returns(
     assert [f.path for f in client.list_artifacts(run.run_id, "artifacts")] == ["artifacts/alpha_epoch001.png"]
 
 
+def test_an_experiment_gets_a_description_unless_it_has_one(tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(store)
+    client.create_experiment("mine", tags={"mlflow.note.content": "written by hand"})
+    for name in ("mine", "new"):
+        MlflowRun(store, name, "run", {}, experiment_description="sweeps of space.yaml").finish()
+    assert client.get_experiment_by_name("mine").tags["mlflow.note.content"] == "written by hand"
+    assert client.get_experiment_by_name("mine").tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment_by_name("new").tags["mlflow.note.content"] == "sweeps of space.yaml"
+
+
 def test_a_run_begun_while_the_server_is_down_is_replayed_by_the_cli_into_another_store(tmp_path, capsys):
     dead = f"http://127.0.0.1:{free_port()}"
     journal = tmp_path / "sweep.jsonl"

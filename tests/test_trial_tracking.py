@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from distmtl.cli import main
-from distmtl.tune.console import ConsoleProgress
+from distmtl.tune.console import ConsoleProgress, status_table
 from distmtl.tune.space import Space
 from distmtl.tune.tracking_callback import MlflowTrialLogger
 
@@ -121,6 +121,30 @@ def test_the_console_says_one_line_per_trial_start_and_end(capsys):
     assert lines[4] == "trial dddd_00003 failed: diverged at epoch 0, step 3: loss nan [3 of 3 ended]"
 
 
+def test_the_verbose_status_table_shows_the_searched_values_and_the_metric_at_most_once_a_minute(monkeypatch, capsys):
+    # where the trials' folders are needs a Ray session; the table itself does not
+    monkeypatch.setattr(Trial, "local_experiment_path", property(lambda self: "/sweep"))
+    monkeypatch.setattr(Trial, "local_path", property(lambda self: None))
+    trials = []
+    for i, score in enumerate([2.0, 1.5, None]):
+        t = Trial("trial", config={**SAMPLED, "data.num_samples": 300}, trial_id=f"ffff_0000{i}", stub=True)
+        t.set_status(Trial.TERMINATED if score else Trial.RUNNING)
+        if score:
+            t.update_last_result({**epoch(1), "val/loss_unweighted": score, "train/loss": 3.0, "config": t.config})
+        trials.append(t)
+    space = Space(REPO / "search_spaces/quick.yaml")
+    reporter = status_table(space)
+    reporter.setup(start_time=0.0, total_samples=3, metric=space.tune_metric, mode=space.mode)  # as Tune does
+    assert reporter.should_report(trials) and not reporter.should_report(trials)  # then not again within 60 s
+    reporter.report(trials, done=False)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("| Trial name"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["Trial name", "status", "loc", *SAMPLED,
+                                                                  "val/loss_unweighted"]
+    rows = [line for line in lines if line.startswith("| trial_")]
+    assert [r.split("|")[1].strip() for r in rows] == ["trial_ffff_00002", "trial_ffff_00001", "trial_ffff_00000"]
+
+
 def test_a_sweep_has_one_parent_run_with_its_trials_nested_and_the_best_one_named(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = Space(REPO / "search_spaces/quick.yaml")  # val/loss_unweighted, min
@@ -151,6 +175,8 @@ def test_a_sweep_has_one_parent_run_with_its_trials_nested_and_the_best_one_name
     assert {"quick.yaml", "trials.md", "trials.json", "optimization_history.png", "param_importances.png"} <= artifacts
     trials = [r for r in client.search_runs([experiment]) if "distmtl.trial_id" in r.data.tags]
     assert len(trials) == 3 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+    description = client.get_experiment(experiment).tags["mlflow.note.content"]  # the UI's experiment description
+    assert f"`{REPO / 'search_spaces/quick.yaml'}`" in description and "optuna/tpe with asha" in description
 
     restored.setup()  # the resumed sweep's driver: the same parent, RUNNING again
     assert restored.parent.run_id == parent.info.run_id

@@ -35,6 +35,8 @@ from distmtl.tracking.model_export import MODEL_DIR, save_model
 from distmtl.tracking.plots import save_artifacts
 
 log = logging.getLogger("distmtl")
+#: Test images drawn with a segmentation or detection task's predictions over them.
+EXAMPLES = 4
 
 Losses = dict[str, float]
 TaskMetrics = dict[str, dict[str, float]]
@@ -212,25 +214,41 @@ class Trainer:
     @torch.no_grad()
     def predictions(self, net: nn.Module) -> dict[str, dict]:
         """Each task's prediction record on the test split (confusion matrix, predicted vs true), from every
-        rank's samples, keyed ``<record kind>@<task>``; empty on ranks other than 0."""
+        rank's samples, keyed ``<record kind>@<task>``, with the task's class names where the data has them;
+        and, for tasks that draw examples (segmentation, detection), the first few test images of rank 0 with
+        their predictions, keyed ``<example kind>@<task>``. Empty on ranks other than 0."""
         drawn = [name for name, task in self.tasks.items() if task.record_kind]
-        if not drawn:
+        shown = [name for name, task in self.tasks.items() if task.example_kind]
+        if not drawn and not shown:
             return {}
         net.eval()
         kept: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {t: [] for t in drawn}
+        examples: dict[str, list[tuple[torch.Tensor, ...]]] = {t: [] for t in shown}
         for batch in self.loaders.test:
             images, targets, masks = self._batch(batch)
             with self.autocast:
                 outputs = net(images)
             for t in drawn:
                 kept[t].append((outputs[t][masks[t]].float().cpu(), targets[t][masks[t]].cpu()))
+            for t in shown:
+                if sum(len(e[0]) for e in examples[t]) < EXAMPLES:
+                    m = masks[t]
+                    examples[t].append((images[m][:EXAMPLES].float().cpu(), outputs[t][m][:EXAMPLES].float().cpu(),
+                                        targets[t][m][:EXAMPLES].cpu()))
         local = {t: (torch.cat([o for o, _ in pairs]), torch.cat([y for _, y in pairs])) for t, pairs in kept.items()}
-        gathered = self.ctx.gather_objects(local)
+        gathered = self.ctx.gather_objects(local) if drawn else []
         if not self.ctx.is_main:
             return {}
         joined = {t: (torch.cat([g[t][0] for g in gathered]), torch.cat([g[t][1] for g in gathered])) for t in drawn}
-        return {f"{self.tasks[t].record_kind}@{t}": self.tasks[t].prediction_record(*joined[t])
-                for t in drawn if len(joined[t][1])}  # a task without test targets has nothing to draw
+        names = self.samples.class_names
+        records = {f"{self.tasks[t].record_kind}@{t}": {**self.tasks[t].prediction_record(*joined[t]),
+                                                         **({"class_names": names[t]} if t in names else {})}
+                   for t in drawn if len(joined[t][1])}  # a task without test targets has nothing to draw
+        for t, parts in examples.items():
+            images, outputs, targets = (torch.cat(column) for column in zip(*parts)) if parts else ((),) * 3
+            if len(images):
+                records[f"{self.tasks[t].example_kind}@{t}"] = self.tasks[t].example_record(images, outputs, targets)
+        return records
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state_dict(self, epoch: int, rng: list[dict[str, Any]], metrics: dict[str, float]) -> TrainingState:

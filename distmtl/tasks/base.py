@@ -33,6 +33,8 @@ class Task(ABC):
     headline: str = ""
     #: The figure :meth:`prediction_record` feeds (a plot name in :mod:`distmtl.tracking.plots`), if any.
     record_kind: str = ""
+    #: The figure :meth:`example_record` feeds: a few test images with the predictions drawn over them, if any.
+    example_kind: str = ""
 
     def __init__(self, name: str, spec: TargetSpec) -> None:
         self.name = name
@@ -71,9 +73,19 @@ class Task(ABC):
         """What :attr:`record_kind`'s figure draws from a split's outputs and targets (masked-in samples only)."""
         return {}
 
+    def example_record(self, images: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """What :attr:`example_kind`'s figure draws from a few test images (B×C×H×W in [0, 1]), their outputs
+        and targets."""
+        return {}
+
     @abstractmethod
     def metrics(self, state: torch.Tensor) -> dict[str, float]:
         """Metric values from a summed state; NaN where no sample carried a target."""
+
+
+def image_bytes(images: torch.Tensor) -> list:
+    """Images in [0, 1] as nested lists of bytes (0–255), small enough for a JSON record of a few examples."""
+    return images.float().clamp(0, 1).mul(255).round().to(torch.uint8).tolist()
 
 
 def register_kind(name: str) -> Callable[[type[Task]], type[Task]]:

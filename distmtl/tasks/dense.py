@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distmtl.features import FeatureShape
-from distmtl.tasks.base import Task, register_kind
+from distmtl.tasks.base import Task, image_bytes, register_kind
 from distmtl.tasks.heads import DenseDecoder
 
 
@@ -20,6 +20,12 @@ class SegmentationTask(Task):
 
     metric_modes = {"miou": "max", "pixel_accuracy": "max"}
     headline = "miou"
+    example_kind = "segmentation_examples"
+
+    def example_record(self, images: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """The images with their true and predicted masks (per-pixel class indices)."""
+        return {"task": self.name, "classes": self.size, "images": image_bytes(images),
+                "true": targets.tolist(), "predicted": outputs.argmax(dim=1).tolist()}
 
     def head(self, shape: FeatureShape) -> nn.Module:
         return DenseDecoder(shape, self.size)

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from distmtl.tasks.base import Task, register_kind
+from distmtl.tasks.base import Task, image_bytes, register_kind
 
 
 def to_boxes(output: torch.Tensor) -> torch.Tensor:
@@ -26,6 +26,13 @@ class DetectionTask(Task):
 
     metric_modes = {"iou": "max", "hit50": "max"}
     headline = "iou"
+    example_kind = "detection_examples"
+
+    def example_record(self, images: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """The images with their true and predicted boxes (x0, y0, x1, y1, normalised) and each one's IoU."""
+        predicted = to_boxes(outputs)
+        return {"task": self.name, "images": image_bytes(images), "true": targets.float().tolist(),
+                "predicted": predicted.tolist(), "iou": box_iou(predicted, targets.float()).diagonal().tolist()}
 
     def fill_missing(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         placeholder = torch.tensor([0.0, 0.0, 1.0, 1.0], device=target.device, dtype=target.dtype)

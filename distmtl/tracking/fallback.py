@@ -31,6 +31,8 @@ BOUNDED_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_
                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 _OFFLINE_PREFIX = "offline-"
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+#: The experiment tag MLflow's UI shows as the experiment's description.
+DESCRIPTION_TAG = "mlflow.note.content"
 _HEADER = "distmtl_mlflow_journal"
 #: Errors by which a store that answered refuses a record; sending it again would not help.
 _REFUSALS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
@@ -47,14 +49,17 @@ def first_line(exc: Exception) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
-def ensure_experiment(client: MlflowClient, name: str) -> str:
+def ensure_experiment(client: MlflowClient, name: str, description: str | None = None) -> str:
     """The id of experiment ``name``, created if missing, tagged as model training: MLflow 3's UI opens an
-    experiment without a kind on its GenAI overview (traces, tokens) instead of the runs table."""
+    experiment without a kind on its GenAI overview (traces, tokens) instead of the runs table. ``description``
+    becomes the experiment's description where it has none (one the user wrote is kept)."""
     found = client.get_experiment_by_name(name)
+    wanted = {EXPERIMENT_KIND_TAG: TRAINING_KIND, **({DESCRIPTION_TAG: description} if description else {})}
     if found is None:
-        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
-    if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # created by hand or by an older distmtl
-        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+        return client.create_experiment(name, tags=wanted)
+    for key, value in wanted.items():  # an experiment created by hand or by an older distmtl
+        if not found.tags.get(key):
+            client.set_experiment_tag(found.experiment_id, key, value)
     return found.experiment_id
 
 
@@ -63,7 +68,7 @@ def apply_operation(client: MlflowClient, op: dict[str, Any], ids: dict[str, str
     run = ids.get(op.get("run", ""), op.get("run"))
     kind = op["op"]
     if kind == "create_run":
-        experiment_id = ensure_experiment(client, op["experiment"])
+        experiment_id = ensure_experiment(client, op["experiment"], op.get("description"))
         ids[op["run"]] = client.create_run(experiment_id, run_name=op["run_name"], tags=op["tags"]).info.run_id
     elif kind == "log_batch":
         client.log_batch(run, metrics=[Metric(*m) for m in op.get("metrics", [])],
@@ -109,10 +114,11 @@ class FallbackWriter:
         """The real id of a run (a run created while offline has a placeholder until it is replayed)."""
         return self.ids.get(run_id, run_id)
 
-    def create_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> str:
-        """Create a run and return its id, or a placeholder id while the store is away."""
+    def create_run(self, experiment: str, run_name: str, tags: dict[str, str], description: str | None = None) -> str:
+        """Create a run and return its id, or a placeholder id while the store is away; ``description``: the
+        experiment's, if it is created or has none."""
         op = {"op": "create_run", "run": f"{_OFFLINE_PREFIX}{uuid.uuid4().hex}", "experiment": experiment,
-              "run_name": run_name, "tags": tags}
+              "run_name": run_name, "tags": tags, **({"description": description} if description else {})}
         self.write(op)
         return self.resolve(op["run"])
 

@@ -60,7 +60,8 @@ def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 class MlflowRun:
-    """Create a run (optionally nested under ``parent_run_id``) with params, tags and the resolved config as
+    """Create a run (optionally nested under ``parent_run_id``; ``experiment_description`` describes its
+    experiment where that has no description yet) with params, tags and the resolved config as
     ``config.yaml``; then log metrics; then end it. Writes go through a :class:`FallbackWriter`, so a
     tracking server that goes away costs no record (see :mod:`distmtl.tracking.fallback`)."""
 
@@ -74,6 +75,7 @@ class MlflowRun:
         run_id: str | None = None,
         parent_run_id: str | None = None,
         writer: FallbackWriter | None = None,
+        experiment_description: str | None = None,
     ) -> None:
         self.writer = writer or FallbackWriter(tracking_uri, default_journal(experiment or "runs", tracking_uri))
         self.client = self.writer.client
@@ -84,7 +86,7 @@ class MlflowRun:
         tags = {**code_tags(), **(tags or {})}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id  # shows the run nested under its parent in the UI
-        self.run_id = self.writer.create_run(experiment, run_name, tags)
+        self.run_id = self.writer.create_run(experiment, run_name, tags, experiment_description)
         params = {k: v[:6000] for k, v in flatten_params(config).items()}
         names = list(params)
         for i in range(0, len(names), _BATCH):

@@ -122,12 +122,15 @@ def pareto_front(record: dict):
 
 @PLOTS.register("confusion_matrix")
 def confusion_matrix(record: dict):
-    """A classification task's confusion matrix on the test split at the best epoch, counts in the cells."""
+    """A classification task's confusion matrix on the test split at the best epoch, counts in the cells; the
+    axes name the classes where the record has their names (``class_names``), else number them."""
     plt = pyplot()
     matrix = np.asarray(record["matrix"])
     size = len(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * size, 1.0 + 0.4 * size))
-    _annotated_heatmap(ax, matrix, [str(c) for c in range(size)], "{}", cmap="Blues")
+    labels = record.get("class_names") or [str(c) for c in range(size)]
+    margin = 0.07 * max(map(len, labels))  # inches for the longest name, written slanted below and left
+    fig, ax = plt.subplots(figsize=(1.2 + margin + 0.45 * size, 1.0 + margin + 0.4 * size))
+    _annotated_heatmap(ax, matrix, labels, "{}", cmap="Blues")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
@@ -151,5 +154,74 @@ def predicted_vs_true(record: dict):
         ax.set_xlabel("true")
         ax.set_ylabel("predicted")
     fig.suptitle(f"{record['task']}: test predictions at the best epoch", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+#: Colours of segmentation classes and boxes (matplotlib's tab10): class k is drawn in _PALETTE[k % 10].
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf"]
+_TRUE_BOX, _PREDICTED_BOX = "#2ca02c", "#d62728"
+
+
+def _display_images(record: dict, side: int = 128):
+    """The record's images (bytes, C×H×W) as uint8 RGB tensors enlarged to at least ``side`` pixels, so that
+    overlays on tiny images stay visible; returns them and the enlargement factor."""
+    import torch
+
+    images = torch.tensor(record["images"], dtype=torch.uint8)
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    scale = max(1, side // images.shape[-1])
+    return images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3), scale
+
+
+@PLOTS.register("segmentation_examples")
+def segmentation_examples(record: dict):
+    """A few test images at the best epoch: each one, then its true and its predicted mask drawn over it
+    (one colour per class)."""
+    import torch
+    from torchvision.utils import draw_segmentation_masks
+
+    plt = pyplot()
+    images, scale = _display_images(record)
+    colours = [_PALETTE[k % len(_PALETTE)] for k in range(record["classes"])]
+    fig, axes = plt.subplots(len(images), 3, figsize=(6.6, 2.3 * len(images)), squeeze=False)
+    for i, (row, image) in enumerate(zip(axes, images)):
+        panels = {"image": image}
+        for key in ("true", "predicted"):
+            labels = torch.tensor(record[key][i]).repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+            masks = labels[None] == torch.arange(record["classes"])[:, None, None]
+            panels[key] = draw_segmentation_masks(image, masks, alpha=0.45, colors=colours)
+        for ax, (title, panel) in zip(row, panels.items()):
+            ax.imshow(panel.permute(1, 2, 0).numpy())
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    from matplotlib.patches import Patch
+
+    fig.suptitle(f"{record['task']}: test images at the best epoch, true and predicted masks", fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.legend(handles=[Patch(color=c, label=f"class {k}") for k, c in enumerate(colours)], loc="lower center",
+               ncol=len(colours), fontsize=7, frameon=False)
+    return fig
+
+
+@PLOTS.register("detection_examples")
+def detection_examples(record: dict):
+    """A few test images at the best epoch with the true box (green) and the predicted one (red), IoU above."""
+    import torch
+    from torchvision.utils import draw_bounding_boxes
+
+    plt = pyplot()
+    images, _ = _display_images(record)
+    side = images.shape[-1]
+    fig, axes = plt.subplots(1, len(images), figsize=(2.4 * len(images), 2.7), squeeze=False)
+    for i, (ax, image) in enumerate(zip(axes[0], images)):
+        boxes = torch.tensor([record["true"][i], record["predicted"][i]]) * (side - 1)
+        drawn = draw_bounding_boxes(image, boxes, colors=[_TRUE_BOX, _PREDICTED_BOX], width=2)
+        ax.imshow(drawn.permute(1, 2, 0).numpy())
+        ax.set_title(f"IoU {record['iou'][i]:.2f}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{record['task']}: true box (green), predicted (red) on test images at the best epoch", fontsize=9)
     fig.tight_layout()
     return fig

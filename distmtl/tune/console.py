@@ -2,7 +2,8 @@
 
 Tune's default output reprints a table of every trial several times a minute; a sweep's user wants to
 know when a trial starts (with what), how it ended (finished, stopped early by the scheduler, failed and
-why), each epoch's score, and its final score. The workers' own lines (and Ray's notices) appear with
+why), each epoch's score, and its final score. The workers' own lines, Ray's notices and Tune's status
+table (limited to the searched parameters and the metric, every minute: :func:`status_table`) appear with
 ``--verbose``.
 """
 
@@ -11,11 +12,23 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ray.tune import Callback
+from ray.tune import Callback, CLIReporter
 
 from distmtl.errors import FAILURE_KEY
 from distmtl.tune.space import Space
 from distmtl.tune.tracking_callback import error_line, short_value
+
+
+#: Seconds between two prints of Tune's status table (``--verbose``): a minute, against Tune's default 5 s.
+STATUS_INTERVAL_S = 60
+
+
+def status_table(space: Space, interval_s: int = STATUS_INTERVAL_S) -> CLIReporter:
+    """Tune's status table for ``--verbose``: each trial's state, searched values and the sweep's metric(s)
+    (last reported value) only, sorted by the metric where there is one, printed at most every ``interval_s``
+    seconds. Tune gives it the metric, its mode and the number of trials when the sweep starts."""
+    return CLIReporter(parameter_columns=list(space.file.parameters), metric_columns=list(space.metrics),
+                       max_report_frequency=interval_s, max_column_length=24, sort_by_metric=not space.pareto)
 
 
 class ConsoleProgress(Callback):

@@ -117,7 +117,7 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     from ray import tune
 
     from distmtl.tracking import default_tracking_uri
-    from distmtl.tune.console import ConsoleProgress
+    from distmtl.tune.console import ConsoleProgress, status_table
     from distmtl.tune.tracking_callback import MlflowTrialLogger
 
     f = space.file
@@ -127,8 +127,8 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     num_samples = options.num_samples or f.num_samples
     check_sweep_resume(sweep_path, options.resume, num_samples)
     tracking_uri = options.mlflow_uri or default_tracking_uri()
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter: silent at verbose=0, else status_table's table
     if not options.verbose:  # Tune's banners and Optuna's notices: ConsoleProgress speaks instead
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter at verbose=0 prints nothing
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     workers = options.workers_per_trial or f.resources.workers_per_trial
     gpus = f.resources.gpus_per_worker if options.gpus_per_worker is None else options.gpus_per_worker
@@ -161,7 +161,8 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
                 trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
             ),
             run_config=tune.RunConfig(
-                name=experiment, storage_path=storage_path, verbose=0,  # ConsoleProgress speaks instead
+                name=experiment, storage_path=storage_path, verbose=1 if options.verbose else 0,
+                progress_reporter=status_table(space) if options.verbose else None,
                 callbacks=[MlflowTrialLogger(tracking_uri, experiment, space, sweep_path, num_samples),
                            ConsoleProgress(space, num_samples)],
             ),

@@ -85,9 +85,19 @@ class MlflowTrialLogger(Callback):
                                 f.model_dump(mode="json"),
                                 {PARENT_TAG: self.sweep, "distmtl.space": str(self.space.path),
                                  "distmtl.searcher": f"{f.searcher.name}/{f.searcher.sampler}",
-                                 "distmtl.scheduler": self.space.scheduler_name}, writer=self.writer)
+                                 "distmtl.scheduler": self.space.scheduler_name}, writer=self.writer,
+                                experiment_description=self._description())
         self.writer.write({"op": "log_artifact", "run": self.parent.run_id, "path": str(self.space.path),
                            "artifact_path": None})
+
+    def _description(self) -> str:
+        """The experiment's description in MLflow's UI: which space file its sweeps search, and how."""
+        f = self.space.file
+        objective = " and ".join(f"{m} ({d})" for m, d in zip(self.space.metrics, self.space.modes))
+        return (f"distmtl sweep of the search space `{self.space.path.resolve()}` (base config `{f.base}`): "
+                f"{', '.join(f.parameters)} searched by {f.searcher.name}/{f.searcher.sampler} with "
+                f"{self.space.scheduler_name}, for {objective}. Each sweep is one parent run "
+                f"(`sweep-{self.experiment}`); its trials are nested under it.")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         existing = self._existing_run(trial.trial_id)
