@@ -27,7 +27,6 @@ import argparse
 import html
 import json
 import os
-import platform
 import queue
 import re
 import shutil
@@ -41,6 +40,8 @@ import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+
+from distmtl.machine import describe
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "search_spaces" / "quick.yaml"
@@ -317,14 +318,10 @@ def check_pages(store: Store, render_page) -> list[Check]:
 
 def machine_line(chromium: str | None) -> str:
     import mlflow
-    import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     browser = (subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
                if chromium else "no chromium")
-    return (f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, mlflow {mlflow.__version__}; "
-            f"{browser}")
+    return f"machine: {describe()}; mlflow {mlflow.__version__}; {browser}"
 
 
 def markdown(checks: list[Check]) -> str:

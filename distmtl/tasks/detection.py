@@ -32,27 +32,30 @@ class DetectionTask(Task):
         """The images with their true and predicted boxes (x0, y0, x1, y1, normalised) and each one's IoU."""
         predicted = to_boxes(outputs)
         return {"task": self.name, "images": image_bytes(images), "true": targets.float().tolist(),
-                "predicted": predicted.tolist(), "iou": box_iou(predicted, targets.float()).diagonal().tolist()}
+                "predicted": predicted.tolist(), "iou": _ops().box_iou(predicted, targets.float()).diagonal().tolist()}
 
     def fill_missing(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         placeholder = torch.tensor([0.0, 0.0, 1.0, 1.0], device=target.device, dtype=target.dtype)
         return torch.where(mask[:, None], target, placeholder)
 
     def per_sample_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from torchvision.ops import distance_box_iou_loss  # torchvision loads only for runs with a detection task
-
-        return distance_box_iou_loss(to_boxes(output), target.float(), reduction="none")
+        return _ops().distance_box_iou_loss(to_boxes(output), target.float(), reduction="none")
 
     def metric_state_size(self) -> int:
         return 3
 
     def metric_state(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from torchvision.ops import box_iou
-
-        iou = box_iou(to_boxes(output), self.fill_missing(target, mask).float()).diagonal().double()
+        iou = _ops().box_iou(to_boxes(output), self.fill_missing(target, mask).float()).diagonal().double()
         weight = mask.double()
         return torch.stack([(iou * weight).sum(), ((iou >= 0.5).double() * weight).sum(), weight.sum()])
 
     def metrics(self, state: torch.Tensor) -> dict[str, float]:
         iou, hits, n = state.tolist()
         return {"iou": iou / n, "hit50": hits / n} if n else {"iou": math.nan, "hit50": math.nan}
+
+
+def _ops():
+    """torchvision.ops, imported on first use: only runs with a detection task load torchvision."""
+    import torchvision.ops
+
+    return torchvision.ops
