@@ -162,7 +162,7 @@ def main() -> None:
     print("\n| seed | random: final best | random: epochs to it (of total) | TPE+ASHA: epochs to it (of total) "
           "| TPE+ASHA: best | ratio |\n|---|---|---|---|---|---|")
     for r in rows:
-        reached = f"{r['guided_epochs']}" if r["reached"] else f"not reached ({r['guided_total']} spent)"
+        reached = r["guided_epochs"] if r["reached"] else "not reached"
         print(f"| {r['seed']} | {r['target']:.4f} | {r['random_epochs']} ({r['random_total']}) | {reached} "
               f"({r['guided_total']}) | {r['guided_best']:.4f} | {r['ratio']:.2f} |")
     ratios = [r["ratio"] for r in rows]

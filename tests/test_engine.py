@@ -293,3 +293,15 @@ def test_bf16_autocast_with_channels_last_trains_on_the_cpu(architecture):
                              "train.channels_last": True, "optim.epochs": 1})
     final = train(config, LocalReporter())
     assert math.isfinite(final["train/loss"]) and math.isfinite(final["val/loss"])
+
+
+def test_the_first_report_says_where_the_workers_start_up_went_and_later_ones_do_not():
+    """startup/<phase>_s: data, model, DDP wrap, loaders and the first optimizer step, once per process."""
+    reporter = LocalReporter()
+    train(small_config(), reporter)
+    first, second = reporter.history
+    phases = {k for k in first if k.startswith("startup/")}
+    assert phases == {f"startup/{p}_s" for p in ("data", "model", "ddp", "loaders", "first_step")}
+    assert all(first[k] >= 0.0 for k in phases)
+    assert first["startup/first_step_s"] <= first["epoch_time_s"]  # the first step is part of the first epoch
+    assert not any(k.startswith("startup/") for k in second)

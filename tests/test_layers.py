@@ -15,7 +15,7 @@ from conftest import REPO
 PACKAGE = REPO / "distmtl"
 #: config → data → tasks → models → weighting → engine → launch/evaluation → tune/recipes → cli; a module may
 #: import its own layer and those below. Leaves (tracking, sharing) import only the foundation.
-LAYERS = {"": 0, "errors": 0, "registry": 0, "logs": 0, "features": 0,
+LAYERS = {"": 0, "errors": 0, "registry": 0, "logs": 0, "features": 0, "machine": 0,
           "config": 1, "data": 2, "tasks": 3, "models": 4, "weighting": 5, "engine": 6,
           "launch": 7, "evaluation": 7, "tune": 8, "recipes": 8, "cli": 9, "__main__": 9}
 LEAVES = {"tracking", "sharing"}

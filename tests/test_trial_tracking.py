@@ -121,7 +121,7 @@ def test_the_console_says_one_line_per_trial_start_and_end(capsys):
     assert lines[4] == "trial dddd_00003 failed: diverged at epoch 0, step 3: loss nan [3 of 3 ended]"
 
 
-def test_the_verbose_status_table_shows_the_searched_values_and_the_metric_at_most_once_a_minute(monkeypatch, capsys):
+def test_the_verbose_status_table_shows_the_searched_values_and_the_metric_at_most_once_a_minute(monkeypatch, capfd):
     # where the trials' folders are needs a Ray session; the table itself does not
     monkeypatch.setattr(Trial, "local_experiment_path", property(lambda self: "/sweep"))
     monkeypatch.setattr(Trial, "local_path", property(lambda self: None))
@@ -137,8 +137,10 @@ def test_the_verbose_status_table_shows_the_searched_values_and_the_metric_at_mo
     reporter.setup(start_time=0.0, total_samples=3, metric=space.tune_metric, mode=space.mode)  # as Tune does
     assert reporter.should_report(trials) and not reporter.should_report(trials)  # then not again within 60 s
     reporter.report(trials, done=False)
-    lines = capsys.readouterr().out.splitlines()
-    header = next(line for line in lines if line.startswith("| Trial name"))
+    out = capfd.readouterr().out  # Ray's safe_print may write around an earlier-captured stream: read the fd
+    lines = [line[line.index("|"):] for line in out.splitlines() if "|" in line]
+    header = next((line for line in lines if line.startswith("| Trial name")), None)
+    assert header is not None, out
     assert [c.strip() for c in header.strip("|").split("|")] == ["Trial name", "status", "loc", *SAMPLED,
                                                                   "val/loss_unweighted"]
     rows = [line for line in lines if line.startswith("| trial_")]
