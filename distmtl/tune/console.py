@@ -28,7 +28,8 @@ def status_table(space: Space, interval_s: int = STATUS_INTERVAL_S) -> CLIReport
     (last reported value) only, sorted by the metric where there is one, printed at most every ``interval_s``
     seconds. Tune gives it the metric, its mode and the number of trials when the sweep starts."""
     return CLIReporter(parameter_columns=list(space.file.parameters), metric_columns=list(space.metrics),
-                       max_report_frequency=interval_s, max_column_length=24, sort_by_metric=not space.pareto)
+                       max_report_frequency=interval_s, max_column_length=24, sort_by_metric=not space.pareto,
+                       print_intermediate_tables=True)  # not left to Tune's global verbosity, which sweeps set to 0
 
 
 class ConsoleProgress(Callback):
