@@ -132,6 +132,9 @@ def test_the_verbose_status_table_shows_the_searched_values_and_the_metric_at_mo
         if score:
             t.update_last_result({**epoch(1), "val/loss_unweighted": score, "train/loss": 3.0, "config": t.config})
         trials.append(t)
+    from ray.tune.utils.log import Verbosity, set_verbosity
+
+    set_verbosity(Verbosity.V3_TRIAL_DETAILS)  # Tune's default; an earlier in-process sweep may have left it lower
     space = Space(REPO / "search_spaces/quick.yaml")
     reporter = status_table(space)
     reporter.setup(start_time=0.0, total_samples=3, metric=space.tune_metric, mode=space.mode)  # as Tune does
