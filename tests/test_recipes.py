@@ -13,7 +13,9 @@ from mlflow.tracking import MlflowClient
 from distmtl.cli import main
 from distmtl.recipes import RECIPES
 
-SELECTIVE = ["independent", "hard_sharing", "selective (similarity)", "selective (dissimilarity)", "selective (variance)"]
+CRITERIA = ("similarity", "dissimilarity", "variance")
+SELECTIVE = ["independent", "hard_sharing"] + [f"selective ({c}){retrained}" for c in CRITERIA
+                                               for retrained in ("", ", retrained")]
 GENERATOR_TASKS = ["fine acc.", "coarse acc.", "shape MAE", "colour acc.", "texture acc."]
 SELECTIVE_ONLY = ["lock epoch", "branches"]
 
@@ -102,6 +104,21 @@ def test_quick_recipe_table_is_what_its_child_runs_logged(name, store, tmp_path,
             assert cell["text"] in markdown
     for comparison in table["paired"]:
         assert comparison["n"] == QUICK_SEEDS and math.isfinite(comparison["mean_difference"])
+    if name == "selective_sharing":
+        assert_retrained_runs_train_the_grouping_found(children)
+
+
+def assert_retrained_runs_train_the_grouping_found(children) -> None:
+    """Each retrained run starts from the branches its searched run (same data set, criterion and seed) ended with:
+    as many branches, none of them merged or split during training."""
+    by_cell = {(r.data.tags["distmtl.dataset"], r.data.tags["distmtl.variant"], r.data.tags["distmtl.seed"]): r
+               for r in children}
+    for (dataset, variant, seed), run in by_cell.items():
+        if not variant.endswith(", retrained"):
+            continue
+        searched = by_cell[(dataset, variant.removesuffix(", retrained"), seed)]
+        assert run.data.metrics["selective/branches"] == searched.data.metrics["selective/branches"], (variant, seed)
+        assert run.data.metrics["selective/locked"] == 1.0 and run.data.metrics["selective/lock_epoch"] == -1.0
 
 
 def test_recipe_list_names_every_recipe(capsys):

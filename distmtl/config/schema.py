@@ -112,6 +112,10 @@ class SelectiveConfig(_Section):
     start_epoch: int = Field(0, ge=0, description="First epoch whose gradients are captured (a warm-up before grouping).")
     window: int = Field(2, ge=1, description="Epochs of captured gradients (each task's unit-norm epoch sum, added up) "
                                              "behind every grouping decision; one epoch's direction is noisy.")
+    groups: list[list[str]] = Field(
+        default_factory=list, description="Fixed groups: the tasks of each group share a branch from the first step (a "
+                                          "one-task group keeps its own) and nothing is captured or merged; e.g. the "
+                                          "grouping an earlier run found, trained from scratch with the whole epoch budget.")
 
 
 class ModelConfig(_Section):

@@ -17,7 +17,10 @@ the merges; the plan is broadcast and every rank applies it, so the models stay 
 merge the window starts afresh: the merged tasks' gradients now belong to one branch. Capture starts
 at ``start_epoch`` (early on, when every task still learns its base rate, all gradients look alike)
 and stops once every task shares a branch with another, or after ``patience`` decisions without a
-merge: the lock epoch.
+merge: the lock epoch. With fixed ``groups`` the structure is locked from the start. Under
+``merge: lowest_loss`` the surviving branch of a merge is the one whose tasks' losses fell most, each
+task's epoch loss taken relative to its first epoch's: raw losses of different task kinds are not
+comparable (an MSE of 0.05 would always beat a cross-entropy of 1.5).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class SelectiveSharingController:
         self.model = model
         self.cfg = model.cfg
         self.epoch = 0  # the epoch being trained, for the warm-up
-        self.locked, self.lock_epoch, self.quiet_epochs = False, -1, 0
+        self.locked, self.lock_epoch, self.quiet_epochs = bool(self.cfg.groups), -1, 0  # fixed groups: never merge
         self.last_plan: MergePlan | None = None
         self._gradients: torch.Tensor | None = None  # the epoch's sum, K × branch-point shape, in task order
         self._rows: list[torch.Tensor] = []  # its rows, one view per task
@@ -52,6 +55,7 @@ class SelectiveSharingController:
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._coefficients: dict[str, torch.Tensor] = {}  # this step's, per hooked task, until its gradient arrives
         self._window: list[torch.Tensor] = []  # the last epochs' unit-norm task gradients (K × branch-point shape each)
+        self.first_losses: dict[str, float] | None = None  # each task's mean training loss in the first epoch
 
     @property
     def capturing(self) -> bool:
@@ -108,6 +112,7 @@ class SelectiveSharingController:
     def end_epoch(self, ctx: DistContext, epoch: int, mean_losses: dict[str, float]) -> bool:
         capturing = self.capturing
         self.epoch = epoch + 1
+        self.first_losses = self.first_losses or dict(mean_losses)
         if not capturing:
             return False
         stacked = (self._gradients if self._gradients is not None else self._zero_sums()).double()
@@ -117,11 +122,16 @@ class SelectiveSharingController:
         if len(self._window) < self.cfg.window:
             return False
         gradients = torch.stack(self._window).sum(0).numpy()
-        plan = decide(gradients, self.model.task_names, self.model.branch_of, mean_losses, self.cfg) \
+        plan = decide(gradients, self.model.task_names, self.model.branch_of, self.relative(mean_losses), self.cfg) \
             if ctx.is_main else None
         plan = ctx.broadcast_object(plan)
         self.apply(plan, epoch)
         return plan.changes
+
+    def relative(self, mean_losses: dict[str, float]) -> dict[str, float]:
+        """Each task's epoch loss divided by its first epoch's (0 where that was 0): comparable across task kinds."""
+        first = self.first_losses or mean_losses
+        return {t: loss / first[t] if first[t] > 0 else 0.0 for t, loss in mean_losses.items()}
 
     def _zero_sums(self) -> torch.Tensor:
         point = self.model.branch_point(self.model.task_names[0])
@@ -151,12 +161,13 @@ class SelectiveSharingController:
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "locked": self.locked, "lock_epoch": self.lock_epoch,
-                "quiet_epochs": self.quiet_epochs, "window": list(self._window)}
+                "quiet_epochs": self.quiet_epochs, "window": list(self._window), "first_losses": self.first_losses}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.locked = state["epoch"], state["locked"]
         self.lock_epoch, self.quiet_epochs = state["lock_epoch"], state["quiet_epochs"]
         self._window = list(state.get("window", []))
+        self.first_losses = state.get("first_losses")
 
 
 def capture_rounds(branch_of: dict[str, str]) -> list[list[str]]:

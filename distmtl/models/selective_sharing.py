@@ -64,8 +64,8 @@ class SelectiveSharing(MultiTaskModel):
             self.encoder = nn.Sequential(*encoder.stages[:stages])
             self.shared = nn.Identity()
         first = self._branch()  # every branch starts as a copy of this one: identical initial weights
-        self.branches = nn.ModuleDict({f"b{i}": copy.deepcopy(first) for i in range(len(tasks))})
-        self.branch_of = {t: f"b{i}" for i, t in enumerate(tasks)}
+        self.branch_of = initial_branches(self.task_names, self.cfg.groups)
+        self.branches = nn.ModuleDict({b: copy.deepcopy(first) for b in dict.fromkeys(self.branch_of.values())})
         shape = FeatureShape(self.cfg.hidden, tuple(encoder.stage_channels), in_channels)
         self.heads = nn.ModuleDict({t: task.head(shape) for t, task in tasks.items()})
 
@@ -163,6 +163,23 @@ class SelectiveSharing(MultiTaskModel):
     def extra_metrics(self) -> dict[str, float]:
         fingerprint = zlib.crc32(json.dumps(sorted(self.branch_of.items())).encode())
         return {"selective/branches": len(self.branches), "selective/branch_map_crc32": fingerprint}
+
+
+def initial_branches(tasks: list[str], groups: list[list[str]]) -> dict[str, str]:
+    """The task → branch map at the start: a branch per task (``b0`` …), except that the tasks of each fixed group
+    share the branch of its first task (in ``tasks``' order)."""
+    branch_of = {t: f"b{i}" for i, t in enumerate(tasks)}
+    seen: set[str] = set()
+    for group in groups:
+        unknown, repeated = sorted(set(group) - set(tasks)), sorted(seen & set(group))
+        if unknown or repeated or not group:
+            problem = (f"names tasks {unknown} that are not trained" if unknown else
+                       f"puts {repeated} in two groups" if repeated else "is empty")
+            raise ConfigError(f"model.selective.groups: {group} {problem}; list each of {tasks} at most once")
+        seen.update(group)
+        survivor = branch_of[min(group, key=tasks.index)]
+        branch_of.update({t: survivor for t in group})
+    return branch_of
 
 
 def _relu_linear(fan_in: int, fan_out: int) -> nn.Linear:

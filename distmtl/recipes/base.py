@@ -34,8 +34,10 @@ class Variant:
     """One row of a recipe's table: a config file under ``search_spaces/configs`` with overrides.
 
     ``aux_from`` names earlier variants (same data set and seed) whose last checkpoints become this
-    variant's ``model.aux_checkpoints``; ``rename`` maps task names of the column keys to this data
-    set's (e.g. ``mask`` → ``trimap`` on Oxford-IIIT Pet).
+    variant's ``model.aux_checkpoints``; ``groups_from`` names an earlier Selective Sharing variant
+    whose final task grouping this variant trains from scratch (``model.selective.groups``);
+    ``rename`` maps task names of the column keys to this data set's (e.g. ``mask`` → ``trimap`` on
+    Oxford-IIIT Pet).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Variant:
     runner: Runner = train
     extra: Extra | None = None
     aux_from: tuple[str, ...] = ()
+    groups_from: str | None = None
     rename: dict[str, str] = field(default_factory=dict)
 
     def key(self, column: Column) -> str:

@@ -20,8 +20,9 @@ from distmtl.engine.assembly import check_config
 from distmtl.engine.context import resolve_device
 from distmtl.machine import describe
 from distmtl.recipes.base import CONFIGS, Recipe, RecipeOptions, Variant
-from distmtl.recipes.execution import CellResult, run_cell
+from distmtl.recipes.execution import CellResult, final_structure, run_cell
 from distmtl.recipes.table import Row, build_table, to_markdown
+from distmtl.sharing.plan import tasks_by_branch
 from distmtl.tracking import MlflowRun
 
 log = logging.getLogger("distmtl")
@@ -37,14 +38,26 @@ class RecipeResult:
     seconds: float
 
 
-def cell_config(recipe: Recipe, variant: Variant, options: RecipeOptions, seed: int, aux: list[str]) -> Config:
+def cell_config(recipe: Recipe, variant: Variant, options: RecipeOptions, seed: int,
+                derived: dict[str, Any] | None = None) -> Config:
     """The config of ``variant`` on ``seed``: its file and overrides, the quick size, the user's ``--set``,
-    then the seed (data and training), so that every seed draws other data and other initial weights."""
+    then the seed (data and training), so that every seed draws other data and other initial weights, and
+    what it takes from earlier cells (``derived``)."""
     overrides = {**variant.overrides, **(recipe.quick if options.quick else {}), **options.overrides,
-                 "data.seed": seed, "train.seed": seed}
-    if aux:
-        overrides["model.aux_checkpoints"] = aux
+                 "data.seed": seed, "train.seed": seed, **(derived or {})}
     return load_config(CONFIGS / variant.config, overrides)
+
+
+def derived_overrides(variant: Variant, done: dict[tuple[str, str], CellResult]) -> dict[str, Any]:
+    """What ``variant`` takes from earlier cells of its seed: their checkpoints (``aux_from``) or the task
+    grouping one of them ended with (``groups_from``)."""
+    derived: dict[str, Any] = {}
+    if variant.aux_from:
+        derived["model.aux_checkpoints"] = [str(done[(variant.dataset, name)].checkpoint) for name in variant.aux_from]
+    if variant.groups_from:
+        branch_of = final_structure(done[(variant.dataset, variant.groups_from)].checkpoint)["branch_of"]
+        derived["model.selective.groups"] = list(tasks_by_branch(branch_of).values())  # singletons too: all fixed
+    return derived
 
 
 def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experiment: str, command: str) -> RecipeResult:
@@ -57,7 +70,7 @@ def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experi
     seeds, variants = recipe.seeds(options), recipe.variants(options)
     for variant in variants:
         if not variant.aux_from:  # a variant built on earlier checkpoints is checked when they exist
-            check_config(cell_config(recipe, variant, options, 0, []))
+            check_config(cell_config(recipe, variant, options, 0))
     params = {"recipe": recipe.name, "seeds": seeds, "quick": options.quick, "root": options.root,
               "overrides": options.overrides}
     tags = {"distmtl.command": "recipe", "distmtl.recipe": recipe.name}
@@ -86,8 +99,7 @@ def _run_cells(recipe: Recipe, variants: list[Variant], options: RecipeOptions, 
     for seed in range(seeds):
         done: dict[tuple[str, str], CellResult] = {}
         for variant in variants:
-            aux = [str(done[(variant.dataset, name)].checkpoint) for name in variant.aux_from]
-            config = cell_config(recipe, variant, options, seed, aux)
+            config = cell_config(recipe, variant, options, seed, derived_overrides(variant, done))
             name = f"{recipe.name}-{variant.dataset}-{_slug(variant.name)}-seed{seed}"
             run = MlflowRun(parent_run.writer.tracking_uri, experiment, name, config.model_dump(),
                             parent_run_id=parent_run.run_id, writer=parent_run.writer,

@@ -35,12 +35,14 @@ def plan_merges(
 ) -> list[Merge]:
     """One :class:`Merge` per cluster whose tasks sit on two or more branches.
 
-    The survivor is the member branch with the lowest aggregated loss (mean epoch loss of its tasks)
-    under ``lowest_loss``, else the member with the smallest name (weights are then combined).
+    The survivor is the member branch with the lowest aggregated loss (mean of its tasks' entries in
+    ``task_losses``) under ``lowest_loss``, else the member with the smallest name (weights are then
+    combined). Losses of different task kinds (cross-entropy, MSE) are not on one scale, so the
+    controller passes each task's epoch loss relative to its first epoch's.
     """
     branch_loss = {
         b: sum(task_losses[t] for t in tasks) / len(tasks)
-        for b, tasks in _tasks_by_branch(branch_of).items()
+        for b, tasks in tasks_by_branch(branch_of).items()
     }
     merges, taken = [], set()
     for cluster in sorted({c for c in labels.values() if c >= 0}):
@@ -61,10 +63,11 @@ def apply_to_map(branch_of: dict[str, str], merges: list[Merge]) -> dict[str, st
 
 def every_task_grouped(branch_of: dict[str, str]) -> bool:
     """The stop criterion: no task is alone on its branch."""
-    return all(len(tasks) >= 2 for tasks in _tasks_by_branch(branch_of).values())
+    return all(len(tasks) >= 2 for tasks in tasks_by_branch(branch_of).values())
 
 
-def _tasks_by_branch(branch_of: dict[str, str]) -> dict[str, list[str]]:
+def tasks_by_branch(branch_of: dict[str, str]) -> dict[str, list[str]]:
+    """The tasks on each branch, in task order."""
     grouped: dict[str, list[str]] = {}
     for task, branch in branch_of.items():
         grouped.setdefault(branch, []).append(task)
