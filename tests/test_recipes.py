@@ -12,12 +12,22 @@ from mlflow.tracking import MlflowClient
 
 from distmtl.cli import main
 from distmtl.recipes import RECIPES
+from distmtl.recipes.task_groupings import grouping_name, groupings
 
 CRITERIA = ("similarity", "dissimilarity", "variance")
 SELECTIVE = ["independent", "hard_sharing"] + [f"selective ({c}){retrained}" for c in CRITERIA
                                                for retrained in ("", ", retrained")]
 GENERATOR_TASKS = ["fine acc.", "coarse acc.", "shape MAE", "colour acc.", "texture acc."]
 SELECTIVE_ONLY = ["lock epoch", "branches"]
+#: The generator's 5 tasks in at most 2 branches (within half the parameters of independent networks): 16 groupings.
+GROUPINGS = ["independent", "{fine, coarse, shape, colour, texture}", "{fine, coarse, shape, colour} · {texture}",
+             "{fine, coarse, colour, texture} · {shape}", "{fine, coarse, colour} · {shape, texture}",
+             "{fine} · {coarse, shape, colour, texture}", "{fine, texture} · {coarse, shape, colour}",
+             "{fine, shape} · {coarse, colour, texture}", "{fine, shape, texture} · {coarse, colour}",
+             "{fine, coarse, shape, texture} · {colour}", "{fine, coarse, shape} · {colour, texture}",
+             "{fine, coarse, texture} · {shape, colour}", "{fine, coarse} · {shape, colour, texture}",
+             "{fine, colour} · {coarse, shape, texture}", "{fine, colour, texture} · {coarse, shape}",
+             "{fine, shape, colour} · {coarse, texture}", "{fine, shape, colour, texture} · {coarse}"]
 
 #: recipe → its rows (data set, variant) and the cells that must be empty (not applicable), as (variant, column).
 EXPECTED = {
@@ -50,6 +60,10 @@ EXPECTED = {
                   ("generator", "fine alone (auxiliary encoder)", "bbox IoU"),
                   ("generator", "auxiliary-encoder transfer", "bbox IoU"),
                   ("generator", "auxiliary-encoder transfer", "fine acc.")},
+    },
+    "task_groupings": {
+        "rows": [("generator", v) for v in GROUPINGS],
+        "empty": {("generator", "independent", "branches")},
     },
 }
 QUICK_SEEDS = 2
@@ -106,6 +120,8 @@ def test_quick_recipe_table_is_what_its_child_runs_logged(name, store, tmp_path,
         assert comparison["n"] == QUICK_SEEDS and math.isfinite(comparison["mean_difference"])
     if name == "selective_sharing":
         assert_retrained_runs_train_the_grouping_found(children)
+    if name == "task_groupings":
+        assert_groupings_train_fixed_branches_within_the_budget(children)
 
 
 def assert_retrained_runs_train_the_grouping_found(children) -> None:
@@ -119,6 +135,28 @@ def assert_retrained_runs_train_the_grouping_found(children) -> None:
         searched = by_cell[(dataset, variant.removesuffix(", retrained"), seed)]
         assert run.data.metrics["selective/branches"] == searched.data.metrics["selective/branches"], (variant, seed)
         assert run.data.metrics["selective/locked"] == 1.0 and run.data.metrics["selective/lock_epoch"] == -1.0
+
+
+def assert_groupings_train_fixed_branches_within_the_budget(children) -> None:
+    """Each grouping trains as many branches as it names, fixed from the start, with at most half the parameters of
+    independent networks."""
+    (independent,) = {r.data.metrics["params/total"] for r in children if r.data.tags["distmtl.variant"] == "independent"}
+    for run in children:
+        variant = run.data.tags["distmtl.variant"]
+        if variant != "independent":
+            assert run.data.metrics["selective/branches"] == variant.count("{"), variant
+            assert run.data.metrics["selective/lock_epoch"] == -1.0 and run.data.metrics["selective/locked"] == 1.0
+            assert run.data.metrics["params/total"] <= independent / 2, variant
+
+
+@pytest.mark.parametrize("tasks, count", [(["a"], 1), (["a", "b", "c"], 5), (["a", "b", "c", "d", "e"], 52)])
+def test_groupings_are_every_partition_once_fewest_groups_first(tasks, count):
+    found = groupings(tasks)
+    assert len(found) == count  # the Bell number: every partition of the tasks
+    assert len({grouping_name(g) for g in found}) == count
+    assert all(sorted(t for group in g for t in group) == tasks for g in found)
+    assert [len(g) for g in found] == sorted(len(g) for g in found)
+    assert found[0] == [tasks] and found[-1] == [[t] for t in tasks]
 
 
 def test_recipe_list_names_every_recipe(capsys):

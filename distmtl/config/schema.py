@@ -98,7 +98,9 @@ class SelectiveConfig(_Section):
     """Selective Sharing: branch shape, grouping criterion and clustering, merge rule, stop rule."""
 
     hidden: int = Field(64, gt=0, description="Width of the hard-shared layer and of every branch layer.")
-    branch_layers: int = Field(2, ge=1, description="Layers per task branch (the identical branch body).")
+    branch_layers: int = Field(2, ge=0, description="Fully connected layers per task branch (the identical branch "
+                                                    "body); 0 only with convolutional branches, which then end at the "
+                                                    "encoder's bottleneck as an independent network does.")
     shared_stages: int | None = Field(
         None, ge=0, description="Encoder stages hard-shared below the branches; the encoder's later stages and its "
                                 "bottleneck become part of every branch (convolutional branches). Unset: the whole "
@@ -116,6 +118,13 @@ class SelectiveConfig(_Section):
         default_factory=list, description="Fixed groups: the tasks of each group share a branch from the first step (a "
                                           "one-task group keeps its own) and nothing is captured or merged; e.g. the "
                                           "grouping an earlier run found, trained from scratch with the whole epoch budget.")
+
+    @model_validator(mode="after")
+    def _branches_have_a_body(self) -> SelectiveConfig:
+        if self.branch_layers == 0 and self.shared_stages is None:
+            raise ValueError("branch_layers 0 leaves fully connected branches empty; set shared_stages (convolutional "
+                             "branches) or branch_layers ≥ 1")
+        return self
 
 
 class ModelConfig(_Section):

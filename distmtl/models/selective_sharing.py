@@ -10,6 +10,8 @@ then each task's own output layer):
   Linear + ReLU layers. On data where the tasks need different features (the generator's geometry
   and appearance tasks), sharing every convolution costs the geometry tasks most of their accuracy
   (hard sharing against independent networks); here they keep their own features until they merge.
+  With ``s = 0`` and ``branch_layers = 0`` a branch is exactly an independent network's encoder, so
+  the model spans independent networks (no merge) to hard sharing (one branch) at equal capacity.
 
 The model holds the branches and the task → branch map, and merges branches when told to
 (:meth:`SelectiveSharing.merge`). When to merge is decided by
@@ -66,7 +68,8 @@ class SelectiveSharing(MultiTaskModel):
         first = self._branch()  # every branch starts as a copy of this one: identical initial weights
         self.branch_of = initial_branches(self.task_names, self.cfg.groups)
         self.branches = nn.ModuleDict({b: copy.deepcopy(first) for b in dict.fromkeys(self.branch_of.values())})
-        shape = FeatureShape(self.cfg.hidden, tuple(encoder.stage_channels), in_channels)
+        width = encoder.out_features if stages is not None and not self.cfg.branch_layers else self.cfg.hidden
+        shape = FeatureShape(width, tuple(encoder.stage_channels), in_channels)
         self.heads = nn.ModuleDict({t: task.head(shape) for t, task in tasks.items()})
 
     def _branch(self) -> nn.Sequential:

@@ -1,7 +1,13 @@
 """Recipes: one command per experiment of the source documents, each a table of mean ± std over seeds whose
 runs are children of one MLflow parent run. Importing the package registers every recipe."""
 
-from distmtl.recipes import cross_stitch, fine_coarse, joint_mapping, selective_sharing  # noqa: F401  (register)
+from distmtl.recipes import (  # noqa: F401  (register)
+    cross_stitch,
+    fine_coarse,
+    joint_mapping,
+    selective_sharing,
+    task_groupings,
+)
 from distmtl.recipes.base import RECIPES, Recipe, RecipeOptions
 from distmtl.recipes.runner import RecipeResult, run_recipe
 
