@@ -67,6 +67,24 @@ def test_convolutional_branches_hold_the_encoders_later_stages():
         build_model(ModelConfig(**{**CFG, "selective": SelectiveConfig(shared_stages=2)}), build_tasks(TASKS, target_specs()), 3)
 
 
+def test_bare_convolutional_branches_span_independent_networks_to_hard_sharing():
+    """With ``shared_stages: 0`` and ``branch_layers: 0`` a branch is an independent network's encoder and the heads
+    read its bottleneck: unmerged, the model has exactly independent networks' parameters, fully grouped exactly hard
+    sharing's. Fully connected branches cannot be empty."""
+    tasks = build_tasks(TASKS, target_specs())
+
+    def built(architecture, **selective):
+        bare = SelectiveConfig(shared_stages=0, branch_layers=0, **selective)
+        return build_model(ModelConfig(**{**CFG, "architecture": architecture, "selective": bare}), tasks, 3)
+
+    assert built("selective_sharing").parameter_counts()["total"] == built("independent").parameter_counts()["total"]
+    grouped = built("selective_sharing", groups=[TASKS])
+    assert grouped.parameter_counts()["total"] == built("hard_sharing").parameter_counts()["total"]
+    assert {o.shape for o in grouped.eval()(torch.rand(2, 3, 16, 16)).values()} == {(2, 12), (2, 4), (2, 6)}
+    with pytest.raises(ConfigError, match="branch_layers 0 leaves fully connected branches empty"):
+        small_config(**{"model.architecture": "selective_sharing", "model.selective.branch_layers": 0})
+
+
 def test_convolutional_branches_are_grouped_from_their_first_convolution(tmp_path):
     """Training decides from the branches' first convolutions (out × in × 3 × 3 gradients) every epoch."""
     reporter = LocalReporter(tmp_path)
