@@ -23,7 +23,7 @@ demo: install
 	@echo "  $(BIN)/distmtl ui   # MLflow's UI on mlflow.db at http://127.0.0.1:5000, opened at this sweep"
 
 test: install
-	$(BIN)/python -m pytest
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest  # a crash prints every thread's stack
 
 clean:
 	rm -rf ray_results mlruns mlflow.db .pytest_cache
