@@ -87,9 +87,9 @@ def ray_cluster():
 
 @pytest.fixture(scope="session", autouse=True)
 def no_ray_driver_left_at_exit():
-    """Disconnect from any Ray cluster a CLI test started in-process, while the session still runs: left to
-    interpreter exit, the driver's teardown races the interpreter's own (one run of the suite passed every test
-    and then died with a segmentation fault at exit)."""
+    """Disconnect from any Ray cluster a CLI test started in-process while the session still runs, so that no Ray
+    driver is left for interpreter exit (one run of the suite passed every test and then died with a segmentation
+    fault during exit; a connected driver is the main native component still running then)."""
     yield
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
