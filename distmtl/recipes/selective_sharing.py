@@ -16,6 +16,10 @@ from distmtl.recipes.execution import final_structure
 CRITERIA = ("similarity", "dissimilarity", "variance")
 #: The generator's construction: geometry tasks are related to one another; each appearance task stands alone.
 GENERATOR_GROUPS = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
+#: Each generator task's test metric (shape: MAE), as columns of the recipes that train all five.
+GENERATOR_COLUMNS = (Column("fine acc.", "test/fine/accuracy"), Column("coarse acc.", "test/coarse/accuracy"),
+                     Column("shape MAE", "test/shape/mae"), Column("colour acc.", "test/colour/accuracy"),
+                     Column("texture acc.", "test/texture/accuracy"))
 
 
 def lock_epoch(config: Config, checkpoint: Path, final: dict[str, float]) -> dict[str, float]:
@@ -67,10 +71,7 @@ register(Recipe(
     description="Selective Sharing (3 criteria, each also retrained on the grouping it found) vs independent networks "
                 "vs hard sharing",
     variants=variants,
-    columns=(Column("fine acc.", "test/fine/accuracy"), Column("coarse acc.", "test/coarse/accuracy"),
-             Column("shape MAE", "test/shape/mae"), Column("colour acc.", "test/colour/accuracy"),
-             Column("texture acc.", "test/texture/accuracy"),
-             Column("mean bal. acc. (one-vs-all)", "recipe/mean_balanced_accuracy"),
+    columns=(*GENERATOR_COLUMNS, Column("mean bal. acc. (one-vs-all)", "recipe/mean_balanced_accuracy"),
              Column("parameters", "params/total", digits=0), Column("lock epoch", "recipe/lock_epoch", digits=1),
              Column("branches", "selective/branches", digits=1), Column("ARI vs construction", "recipe/ari")),
     reference="independent",

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from sympy.utilities.iterables import multiset_partitions
 
+from distmtl.config.schema import Config
 from distmtl.engine.assembly import build_parts
 from distmtl.recipes.base import Column, Recipe, RecipeOptions, Variant, register
 from distmtl.recipes.runner import cell_config
+from distmtl.recipes.selective_sharing import GENERATOR_COLUMNS
 
 CONFIG = "selective_synthetic.yaml"
 #: Selective Sharing's target: at most this fraction of independent networks' parameters.
@@ -37,21 +39,20 @@ def grouping_name(groups: list[list[str]]) -> str:
     return " · ".join("{" + ", ".join(group) + "}" for group in groups)
 
 
-def parameters(variant: Variant, options: RecipeOptions) -> int:
-    """The parameter count of ``variant``'s model at the size ``options`` ask for."""
-    config = cell_config(RECIPE, variant, options, seed=0)
+def parameters(config: Config) -> int:
+    """The parameter count of the model ``config`` builds (no data is loaded)."""
     return build_parts(config, GENERATOR_CHANNELS).model.parameter_counts()["total"]
 
 
 def variants(options: RecipeOptions) -> list[Variant]:
     """Independent networks, then every grouping of the tasks within :data:`BUDGET` of their parameters."""
     independent = Variant("independent", "generator", CONFIG, {"model.architecture": "independent"})
-    limit = BUDGET * parameters(independent, options)
-    tasks = cell_config(RECIPE, independent, options, seed=0).tasks
+    config = cell_config(RECIPE, independent, options, seed=0)
+    limit = BUDGET * parameters(config)
     fixed = [Variant(grouping_name(groups), "generator", CONFIG,
                      {"model.architecture": "selective_sharing", "model.selective.groups": groups})
-             for groups in groupings(tasks)]
-    return [independent, *(v for v in fixed if parameters(v, options) <= limit)]
+             for groups in groupings(config.tasks)]
+    return [independent, *(v for v in fixed if parameters(cell_config(RECIPE, v, options, seed=0)) <= limit)]
 
 
 RECIPE = register(Recipe(
@@ -59,9 +60,7 @@ RECIPE = register(Recipe(
     description="every task grouping within half the parameters of independent networks, trained from scratch, "
                 "vs independent networks",
     variants=variants,
-    columns=(Column("fine acc.", "test/fine/accuracy"), Column("coarse acc.", "test/coarse/accuracy"),
-             Column("shape MAE", "test/shape/mae"), Column("colour acc.", "test/colour/accuracy"),
-             Column("texture acc.", "test/texture/accuracy"), Column("parameters", "params/total", digits=0),
+    columns=(*GENERATOR_COLUMNS, Column("parameters", "params/total", digits=0),
              Column("branches", "selective/branches", digits=1)),
     reference="independent",
     compare=("fine acc.", "shape MAE"),
