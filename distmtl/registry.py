@@ -2,28 +2,42 @@
 
 Sources, task kinds, encoders, architectures and weightings each have one. A registry module
 imports no implementation; each package's ``__init__`` imports its implementations, so that
-importing the package is enough for every built-in name to be registered.
+importing the package is enough for every built-in name to be registered. A registry of plug-ins that
+carry config settings (architectures, weighting methods, structure controllers) is tied to the config's
+:class:`~distmtl.config.plugins.PluginKind`, and each registration declares its settings model there.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Protocol, TypeVar
 
 from distmtl.errors import ConfigError
 
 T = TypeVar("T")
 
 
+class SettingsKind(Protocol):
+    """Where plug-ins declare their config settings (:class:`distmtl.config.plugins.PluginKind`)."""
+
+    def add(self, name: str, settings: Any = None) -> None: ...
+
+
 class Registry(Generic[T]):
     """Maps names to implementations; ``register`` is a decorator, ``get`` gives a one-line error on unknown names."""
 
-    def __init__(self, what: str, config_key: str) -> None:
+    def __init__(self, what: str, config_key: str, settings: SettingsKind | None = None) -> None:
         self.what = what
         self.config_key = config_key
+        self.settings = settings
         self._items: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: make the decorated item available under ``name``."""
+    def register(self, name: str, settings: Any = None) -> Callable[[T], T]:
+        """Decorator: make the decorated item available under ``name``; ``settings`` (a pydantic model) declares the
+        config keys it takes, in a registry tied to a config section."""
+        if self.settings is not None:
+            self.settings.add(name, settings)
+        elif settings is not None:
+            raise TypeError(f"{self.what} '{name}': this registry takes no settings")
 
         def decorator(item: T) -> T:
             self._items[name] = item

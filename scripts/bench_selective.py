@@ -30,7 +30,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from distmtl.config.loading import load_config
-from distmtl.config.schema import ModelConfig, SelectiveConfig
+from distmtl.config.schema import ARCHITECTURE
 from distmtl.data.sample_set import TargetSpec
 from distmtl.engine import LocalReporter
 from distmtl.engine.selective import SelectiveSharingController, unit_norm
@@ -56,8 +56,8 @@ def cost(k: int, args: argparse.Namespace, device: torch.device) -> dict[str, fl
     torch.manual_seed(0)
     names = [f"task{i}" for i in range(k)]
     tasks = build_tasks(names, {n: TargetSpec("binary", 1) for n in names})
-    cfg = ModelConfig(architecture="selective_sharing", channels=[16, 32, 64], bottleneck=64,
-                      selective=SelectiveConfig(hidden=64, patience=10**6))
+    cfg = ARCHITECTURE.of(architecture="selective_sharing", channels=[16, 32, 64], bottleneck=64,
+                      selective=dict(hidden=64, patience=10**6))
     images = torch.rand(args.samples, 3, 32, 32, device=device)
     targets = {n: torch.randint(0, 2, (args.samples,), device=device) for n in names}
     everyone = torch.ones(args.batch_size, dtype=torch.bool, device=device)

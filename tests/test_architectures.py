@@ -3,7 +3,7 @@ from itertools import chain
 import pytest
 import torch
 
-from distmtl.config.schema import ModelConfig, OptimConfig, WeightingConfig
+from distmtl.config.schema import ARCHITECTURE, WEIGHTING, OptimConfig
 from distmtl.data.synthetic import target_specs
 from distmtl.engine import LocalReporter, train
 from distmtl.engine.assembly import build_parts, frozen_encoders
@@ -53,7 +53,7 @@ def test_model_contract(architecture, aux_checkpoint):
     aux = architecture == "aux_transfer"
     extra = {"aux_checkpoints": [aux_checkpoint]} if aux else {}
     inputs = {"frozen_encoders": frozen_encoders([aux_checkpoint], 3)} if aux else {}
-    model = build_model(ModelConfig(architecture=architecture, **CFG, **extra), tasks(), 3, **inputs)
+    model = build_model(ARCHITECTURE.of(architecture=architecture, **CFG, **extra), tasks(), 3, **inputs)
     x = torch.rand(4, 3, 16, 16)
     out = model(x)
     assert {t: tuple(o.shape) for t, o in out.items()} == SIZES
@@ -88,13 +88,13 @@ def test_the_registry_lists_the_shipped_architectures():
 
 
 def test_independent_has_about_k_times_the_encoder():
-    cfg = ModelConfig(architecture="independent", **CFG)
+    cfg = ARCHITECTURE.of(architecture="independent", **CFG)
     encoder = sum(p.numel() for p in ENCODERS.get("small_cnn")(cfg, 3).parameters())
     model = build_model(cfg, tasks(), 3)
     counts = model.parameter_counts()
     heads = sum(p.numel() for p in model.heads.parameters())
     assert counts["shared"] == 0 and counts["total"] == 3 * encoder + heads
-    shared = build_model(ModelConfig(architecture="hard_sharing", **CFG), tasks(), 3).parameter_counts()
+    shared = build_model(ARCHITECTURE.of(architecture="hard_sharing", **CFG), tasks(), 3).parameter_counts()
     assert shared["shared"] == encoder
 
 
@@ -103,7 +103,7 @@ def test_independent_has_about_k_times_the_encoder():
     ("reuse_fine", "fine", "coarse"), ("shared_reuse_fine", "fine", "coarse")])
 def test_label_reuse_head_receives_the_other_heads_output(architecture, source, target):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(architecture=architecture, **CFG), tasks(), 3).eval()
+    model = build_model(ARCHITECTURE.of(architecture=architecture, **CFG), tasks(), 3).eval()
     assert model.heads[target].in_features == 16 + model.heads[source].linear.out_features
     x = torch.rand(3, 3, 16, 16)
     before = model(x)
@@ -116,7 +116,7 @@ def test_label_reuse_head_receives_the_other_heads_output(architecture, source, 
 
 def test_label_reuse_needs_the_fine_and_coarse_tasks():
     with pytest.raises(ConfigError, match="model.coarse_task: 'coarse' must be one of the classification tasks"):
-        build_model(ModelConfig(architecture="reuse_coarse", **CFG), tasks(("fine", "shape")), 3)
+        build_model(ARCHITECTURE.of(architecture="reuse_coarse", **CFG), tasks(("fine", "shape")), 3)
 
 
 def test_uncertainty_log_variances_move_and_weights_follow(tmp_path):
@@ -139,7 +139,7 @@ def test_uncertainty_log_variances_move_and_weights_follow(tmp_path):
 
 
 def test_uncertainty_combines_losses_as_defined():
-    w = build_weighting(WeightingConfig(method="uncertainty", weights={"b": 2.0}), ["a", "b"])
+    w = build_weighting(WEIGHTING.of(method="uncertainty", weights={"b": 2.0}), ["a", "b"])
     with torch.no_grad():
         w.log_vars.copy_(torch.tensor([0.0, 1.0]))
     total = w.combine({"a": torch.tensor(3.0), "b": torch.tensor(4.0)}, w.weights())
@@ -150,10 +150,10 @@ def test_uncertainty_combines_losses_as_defined():
 
 
 def test_cross_stitch_at_identity_equals_independent_branches():
-    cfg = ModelConfig(architecture="cross_stitch", cross_stitch={"alpha_same": 1.0, "alpha_cross": 0.0}, **CFG)
+    cfg = ARCHITECTURE.of(architecture="cross_stitch", cross_stitch={"alpha_same": 1.0, "alpha_cross": 0.0}, **CFG)
     torch.manual_seed(0)
     stitched = build_model(cfg, tasks(), 3).eval()
-    independent = build_model(ModelConfig(architecture="independent", **CFG), tasks(), 3).eval()
+    independent = build_model(ARCHITECTURE.of(architecture="independent", **CFG), tasks(), 3).eval()
     independent.encoders.load_state_dict(stitched.branches.state_dict())
     independent.heads.load_state_dict(stitched.heads.state_dict())
     x = torch.rand(2, 3, 16, 16)
@@ -166,7 +166,7 @@ def test_cross_stitch_mixes_branches_and_trains_its_units_faster():
     not), and an optimizer step moves the units' α lr_multiplier times as far, the rest of the model alike."""
     def stitched(**cross_stitch):
         torch.manual_seed(0)
-        return build_model(ModelConfig(architecture="cross_stitch", cross_stitch=cross_stitch, **CFG), tasks(), 3).eval()
+        return build_model(ARCHITECTURE.of(architecture="cross_stitch", cross_stitch=cross_stitch, **CFG), tasks(), 3).eval()
 
     x = torch.rand(2, 3, 16, 16)
     for cross_stitch, mixes in (({}, True), ({"alpha_same": 1.0, "alpha_cross": 0.0}, False)):
@@ -203,7 +203,7 @@ def test_cross_stitch_mixes_branches_and_trains_its_units_faster():
 
 @pytest.mark.parametrize("encoder, channels, size", [("sketch_a_net", 1, 224), ("resnet18", 3, 64), ("resnet34", 1, 32)])
 def test_encoders_give_vector_and_stage_maps(encoder, channels, size):
-    cfg = ModelConfig(encoder=encoder, bottleneck=24, dropout=0.3)
+    cfg = ARCHITECTURE.of(encoder=encoder, bottleneck=24, dropout=0.3)
     model = build_model(cfg, build_tasks(["fine", "mask"], target_specs()), channels).eval()
     out = model(torch.rand(2, channels, size, size))
     assert out["fine"].shape == (2, 12) and out["mask"].shape == (2, 2, size, size)
@@ -215,10 +215,10 @@ def test_resnet_reads_weights_only_from_a_local_file(tmp_path):
 
     reference = resnet18(weights=None)
     torch.save(reference.state_dict(), tmp_path / "r18.pth")
-    encoder = ENCODERS.get("resnet18")(ModelConfig(encoder="resnet18", weights=str(tmp_path / "r18.pth")), 3)
+    encoder = ENCODERS.get("resnet18")(ARCHITECTURE.of(encoder="resnet18", weights=str(tmp_path / "r18.pth")), 3)
     assert torch.equal(encoder.stages[0][0].weight, reference.conv1.weight)
     with pytest.raises(ConfigError, match="model.weights: .*missing.pth not found"):
-        ENCODERS.get("resnet18")(ModelConfig(encoder="resnet18", weights=str(tmp_path / "missing.pth")), 3)
+        ENCODERS.get("resnet18")(ARCHITECTURE.of(encoder="resnet18", weights=str(tmp_path / "missing.pth")), 3)
 
 
 def test_aux_transfer_fuses_frozen_encoders_of_earlier_runs(tmp_path):
@@ -240,7 +240,7 @@ def test_aux_transfer_fuses_frozen_encoders_of_earlier_runs(tmp_path):
 
 def test_aux_transfer_needs_checkpoints_of_the_same_width(tmp_path):
     with pytest.raises(ConfigError, match="needs at least one checkpoint"):
-        build_model(ModelConfig(architecture="aux_transfer", **CFG), tasks(), 3)
+        build_model(ARCHITECTURE.of(architecture="aux_transfer", **CFG), tasks(), 3)
     aux = LocalReporter(tmp_path)
     train(small_config(**{"tasks": ["fine"], "optim.epochs": 1, "model.channels": [4, 8]}), aux)
     with pytest.raises(ConfigError, match=r"stage widths \[4, 8\], this model \[8, 16\]"):

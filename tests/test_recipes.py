@@ -29,6 +29,11 @@ GROUPINGS = ["independent", "{fine, coarse, shape, colour, texture}", "{fine, co
              "{fine, colour} · {coarse, shape, texture}", "{fine, colour, texture} · {coarse, shape}",
              "{fine, shape, colour} · {coarse, texture}", "{fine, shape, colour, texture} · {coarse}"]
 
+ALONE = {"fine": "fine acc.", "coarse": "coarse acc.", "shape": "shape MAE", "colour": "colour acc.",
+         "texture": "texture acc."}
+METHODS = ["fixed", "aligned_mtl", "cagrad", "config", "dualproj", "graddrop", "imtl_g", "mgda", "nash_mtl", "pcgrad",
+           "upgrad", "dwa", "famo", "gradnorm", "rlw", "uncertainty"]
+
 #: recipe → its rows (data set, variant) and the cells that must be empty (not applicable), as (variant, column).
 EXPECTED = {
     "fine_coarse": {
@@ -60,6 +65,11 @@ EXPECTED = {
                   ("generator", "fine alone (auxiliary encoder)", "bbox IoU"),
                   ("generator", "auxiliary-encoder transfer", "bbox IoU"),
                   ("generator", "auxiliary-encoder transfer", "fine acc.")},
+    },
+    "weightings": {
+        "rows": [("generator", f"single-task {t}") for t in ALONE] + [("generator", m) for m in METHODS],
+        "empty": {("generator", f"single-task {t}", c) for t, own in ALONE.items()
+                  for c in [*GENERATOR_TASKS, "Δm (%)"] if c != own},
     },
     "task_groupings": {
         "rows": [("generator", v) for v in GROUPINGS],
@@ -113,6 +123,11 @@ def test_quick_recipe_table_is_what_its_child_runs_logged(name, store, tmp_path,
                 assert cell["n"] == 0 and cell["text"] == "", row["variant"]
                 continue
             assert logged, (row["variant"], column, "no child run logged it")
+            ratio_to = next(c.ratio_to for c in recipe.columns if c.header == column)
+            if ratio_to:  # each seed's value over the reference variant's of the same seed
+                reference = {r.data.tags["distmtl.seed"]: r.data.metrics[cell["key"]] for r in children
+                             if r.data.tags["distmtl.variant"] == ratio_to and r.data.tags["distmtl.dataset"] == row["dataset"]}
+                logged = [r.data.metrics[cell["key"]] / reference[r.data.tags["distmtl.seed"]] for r in mine]
             assert all(math.isfinite(v) for v in logged) and cell["n"] == len(logged)
             assert cell["mean"] == pytest.approx(sum(logged) / len(logged), rel=1e-9, abs=1e-12)
             assert cell["text"] in markdown

@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from sklearn.metrics import adjusted_rand_score
 
-from distmtl.config.schema import ModelConfig, SelectiveConfig
+from distmtl.config.schema import ARCHITECTURE
 from distmtl.data.synthetic import target_specs
 from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.engine.checkpoint import load_checkpoint
@@ -26,12 +26,12 @@ from conftest import interrupted_run, small_config
 from test_engine import _free_port
 
 TASKS = ["fine", "coarse", "shape", "colour", "texture"]
-CFG = dict(architecture="selective_sharing", channels=[8, 16], bottleneck=16, selective=SelectiveConfig(hidden=8))
+CFG = dict(architecture="selective_sharing", channels=[8, 16], bottleneck=16, selective=dict(hidden=8))
 
 
 def model(names=TASKS, seed=0):
     torch.manual_seed(seed)
-    return build_model(ModelConfig(**CFG), build_tasks(list(names), target_specs()), 3)
+    return build_model(ARCHITECTURE.of(**CFG), build_tasks(list(names), target_specs()), 3)
 
 
 def test_branches_start_identical_and_outputs_keep_their_sizes():
@@ -48,7 +48,7 @@ def test_convolutional_branches_hold_the_encoders_later_stages():
     """With ``shared_stages`` the trunk keeps only the first stages; every branch starts as the same copy of
     the later stages and the bottleneck, its first convolution is the branch point, and a merged model is
     rebuilt from its structure alone (as a resumed checkpoint is)."""
-    cfg = ModelConfig(**{**CFG, "selective": SelectiveConfig(hidden=8, shared_stages=1)})
+    cfg = ARCHITECTURE.of(**{**CFG, "selective": dict(hidden=8, shared_stages=1)})
     torch.manual_seed(0)
     m = build_model(cfg, build_tasks(TASKS, target_specs()), 3).eval()
     assert len(m.encoder) == 1 and all(any(isinstance(l, torch.nn.Conv2d) for l in b.modules()) for b in m.branches.values())
@@ -64,7 +64,7 @@ def test_convolutional_branches_hold_the_encoders_later_stages():
     rebuilt.eval()
     assert all(torch.equal(a, b) for a, b in zip(m(x).values(), rebuilt(x).values()))
     with pytest.raises(ConfigError, match="shared_stages: 2 leaves no stage for the branches"):
-        build_model(ModelConfig(**{**CFG, "selective": SelectiveConfig(shared_stages=2)}), build_tasks(TASKS, target_specs()), 3)
+        build_model(ARCHITECTURE.of(**{**CFG, "selective": dict(shared_stages=2)}), build_tasks(TASKS, target_specs()), 3)
 
 
 def test_bare_convolutional_branches_span_independent_networks_to_hard_sharing():
@@ -74,8 +74,9 @@ def test_bare_convolutional_branches_span_independent_networks_to_hard_sharing()
     tasks = build_tasks(TASKS, target_specs())
 
     def built(architecture, **selective):
-        bare = SelectiveConfig(shared_stages=0, branch_layers=0, **selective)
-        return build_model(ModelConfig(**{**CFG, "architecture": architecture, "selective": bare}), tasks, 3)
+        own = {"selective": dict(shared_stages=0, branch_layers=0, **selective)} if architecture == "selective_sharing" else {}
+        common = {k: v for k, v in CFG.items() if k not in ("selective", "architecture")}
+        return build_model(ARCHITECTURE.of(**common, architecture=architecture, **own), tasks, 3)
 
     assert built("selective_sharing").parameter_counts()["total"] == built("independent").parameter_counts()["total"]
     grouped = built("selective_sharing", groups=[TASKS])
@@ -142,7 +143,7 @@ def test_capture_starts_at_the_start_epoch_and_decides_once_the_window_is_full()
     """Before ``start_epoch`` training steps capture no gradient and the epoch's end decides nothing; the
     first decision comes after ``window`` captured epochs, and the window is part of the resumable state."""
     torch.manual_seed(0)
-    cfg = ModelConfig(**{**CFG, "selective": SelectiveConfig(hidden=8, start_epoch=1, window=2)})
+    cfg = ARCHITECTURE.of(**{**CFG, "selective": dict(hidden=8, start_epoch=1, window=2)})
     controller = SelectiveSharingController(build_model(cfg, build_tasks(TASKS, target_specs()), 3).train())
     losses = {t: 1.0 for t in TASKS}
 
@@ -292,7 +293,7 @@ def test_fixed_groups_share_a_branch_from_the_start_and_never_change(tmp_path):
 
 
 def grouped_model(groups):
-    return build_model(ModelConfig(**{**CFG, "selective": SelectiveConfig(hidden=8, groups=groups)}),
+    return build_model(ARCHITECTURE.of(**{**CFG, "selective": dict(hidden=8, groups=groups)}),
                        build_tasks(TASKS, target_specs()), 3)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from distmtl.config.schema import WeightingConfig
+from distmtl.config.schema import WEIGHTING
 from distmtl.engine import LocalReporter
 from distmtl.weighting import build_weighting
 
@@ -13,7 +13,7 @@ from test_engine import _free_port
 
 
 def test_fixed_weights_are_the_static_lambdas():
-    w = build_weighting(WeightingConfig(method="fixed", weights={"shape": 0.25}), ["fine", "shape"])
+    w = build_weighting(WEIGHTING.of(method="fixed", weights={"shape": 0.25}), ["fine", "shape"])
     w.end_epoch({"fine": 2.0, "shape": 1.0})
     assert w.weights() == {"fine": 1.0, "shape": 0.25}
 
@@ -21,7 +21,7 @@ def test_fixed_weights_are_the_static_lambdas():
 def test_dwa_worked_example():
     """Two tasks, T = 2: losses (1.0, 2.0) then (0.5, 1.8) give r = (0.5, 0.9) and
     w = 2·exp(r/2)/Σexp(r/2) = (0.9003, 1.0997)."""
-    w = build_weighting(WeightingConfig(method="dwa", temperature=2.0), ["a", "b"])
+    w = build_weighting(WEIGHTING.of(method="dwa", temperature=2.0), ["a", "b"])
     assert w.weights() == {"a": 1.0, "b": 1.0}
     w.end_epoch({"a": 1.0, "b": 2.0})
     assert w.weights() == {"a": 1.0, "b": 1.0}
@@ -34,7 +34,7 @@ def test_dwa_worked_example():
 
 
 def test_dwa_uses_only_the_last_two_epochs_and_multiplies_static_weights():
-    w = build_weighting(WeightingConfig(method="dwa", temperature=1.0, weights={"b": 0.5}), ["a", "b"])
+    w = build_weighting(WEIGHTING.of(method="dwa", temperature=1.0, weights={"b": 0.5}), ["a", "b"])
     for losses in ({"a": 9.0, "b": 9.0}, {"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 2.0}):
         w.end_epoch(losses)
     ea, eb = math.exp(1.0), math.exp(2.0)
@@ -42,14 +42,14 @@ def test_dwa_uses_only_the_last_two_epochs_and_multiplies_static_weights():
 
 
 def test_high_temperature_tends_to_equal_weights():
-    w = build_weighting(WeightingConfig(method="dwa", temperature=1e6), ["a", "b", "c"])
+    w = build_weighting(WEIGHTING.of(method="dwa", temperature=1e6), ["a", "b", "c"])
     w.end_epoch({"a": 1.0, "b": 1.0, "c": 1.0})
     w.end_epoch({"a": 0.1, "b": 1.0, "c": 3.0})
     assert w.weights() == pytest.approx({"a": 1.0, "b": 1.0, "c": 1.0}, rel=1e-5)
 
 
 def test_dwa_state_round_trips():
-    cfg = WeightingConfig(method="dwa")
+    cfg = WEIGHTING.of(method="dwa")
     w = build_weighting(cfg, ["a", "b"])
     w.end_epoch({"a": 1.0, "b": 2.0})
     w.end_epoch({"a": 0.7, "b": 1.0})
@@ -59,7 +59,7 @@ def test_dwa_state_round_trips():
 
 
 def test_a_learned_weighting_is_a_module_that_moves_and_checkpoints_with_the_model():
-    w = build_weighting(WeightingConfig(method="uncertainty"), ["a", "b"])
+    w = build_weighting(WEIGHTING.of(method="uncertainty"), ["a", "b"])
     assert [name for name, _ in w.named_parameters()] == ["log_vars"]
     w.to(torch.float64)  # stands in for .to(device): the parameter follows the module
     assert w.log_vars.dtype == torch.float64 and set(w.state_dict()) == {"log_vars"}

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from distmtl.config.schema import Config
+from distmtl.config.plugins import UNKNOWN_PLUGIN
+from distmtl.config.schema import PLUGIN_KINDS, Config
 from distmtl.errors import ConfigError
 
 
@@ -76,12 +77,25 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return result
 
 
+def without(data: dict[str, Any], keys: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """A copy of ``data`` without the dotted ``keys`` (those it does not hold are ignored)."""
+    result = copy.deepcopy(data)
+    for dotted in keys:
+        *parents, leaf = dotted.split(".")
+        node = result
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return result
+
+
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     """Validate a raw mapping into a :class:`Config`; the first problem becomes a one-line :class:`ConfigError`."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_error(exc.errors()[0])}") from None
+        raise ConfigError(f"{source}: {describe_error(exc.errors()[0], data=data)}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -90,12 +104,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     return config_from_dict(data, source=str(path))
 
 
-def describe_error(error: dict[str, Any], root: type[BaseModel] = Config) -> str:
-    """Render one pydantic error of a ``root`` model as ``key.path: what is wrong (what was given)``."""
+def describe_error(error: dict[str, Any], root: type[BaseModel] = Config, data: Any = None) -> str:
+    """Render one pydantic error of a ``root`` model (validated from ``data``) as ``key.path: what is wrong (what
+    was given)``."""
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc) or "(top level)"
+    if error["type"] == UNKNOWN_PLUGIN:
+        return error["msg"]
     if error["type"] == "extra_forbidden":
-        valid = _valid_keys(loc[:-1], root)
+        model, kind, chosen = _section(loc[:-1], root, data)
+        if kind is not None and (owners := kind.owners(loc[-1])):
+            return (f"{key}: a setting of {kind.what} {' / '.join(map(repr, owners))}, not of {chosen!r} (this "
+                    f"config's {kind.config_key}); remove it, or set {kind.config_key} to {owners[0]!r}")
+        valid = list(model.model_fields) if model is not None else []
         close = difflib.get_close_matches(loc[-1], valid, n=1)
         if close:
             return f"unknown key '{key}' (did you mean '{'.'.join(loc[:-1] + [close[0]])}'?)"
@@ -108,12 +129,23 @@ def describe_error(error: dict[str, Any], root: type[BaseModel] = Config) -> str
     return f"{key}: {message} (got {error.get('input')!r})"
 
 
-def _valid_keys(parent: list[str], root: type[BaseModel]) -> list[str]:
-    """The field names accepted under the section at ``parent`` (for 'did you mean' hints)."""
-    model = root
+#: Each plug-in section's common model → its kind.
+_KIND_OF = {kind.base: kind for kind in PLUGIN_KINDS.values()}
+
+
+def _section(parent: list[str], root: type[BaseModel], data: Any) -> tuple[type[BaseModel] | None, Any, str | None]:
+    """The model of the section at ``parent`` (for a plug-in section: the named plug-in's), and for a plug-in
+    section its kind and the plug-in it names."""
+    model, node, kind, name = root, data, None, None
     for part in parent:
-        annotation = model.model_fields[part].annotation
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
+            return None, None, None
+        node = node.get(part) if isinstance(node, dict) else None
+        kind = _KIND_OF.get(annotation)
+        if kind is None:
+            model = annotation
+            continue
+        name = node.get(kind.key, annotation.model_fields[kind.key].default) if isinstance(node, dict) else None
+        model = kind.model(name) if name in kind.names() else annotation
+    return model, kind, name

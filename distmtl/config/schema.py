@@ -1,20 +1,22 @@
 """The configuration schema: every key a run accepts, its type, default and allowed range.
 
-Unknown keys are rejected (``extra="forbid"``) so a typo never silently falls back to a default.
+Unknown keys are rejected (``extra="forbid"``) so a typo never silently falls back to a default. The keys of
+an architecture or a weighting method are declared by that plug-in (:mod:`distmtl.config.plugins`): this
+module names no plug-in.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (Field, SerializeAsAny, ValidationInfo, ValidatorFunctionWrapHandler, field_validator,
+                      model_validator)
+
+from distmtl.config.plugins import PluginKind, Settings
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-
-class AugmentConfig(_Section):
+class AugmentConfig(Settings):
     """Geometric augmentation of training samples, with a per-task policy.
 
     A task's policy says what augmentation means for its target: ``invariant`` (the target does
@@ -36,7 +38,7 @@ class AugmentConfig(_Section):
         return any((self.hflip, self.rotation, self.shear, self.translate))
 
 
-class DataPart(_Section):
+class DataPart(Settings):
     """One source of a combined data set."""
 
     source: str
@@ -45,7 +47,7 @@ class DataPart(_Section):
     tasks: list[str] | None = Field(None, description="The part's targets to keep (default: all).")
 
 
-class DataConfig(_Section):
+class DataConfig(Settings):
     """Where samples come from, how they are split, and the train-only input noise and augmentation."""
 
     source: str = "synthetic"
@@ -85,50 +87,16 @@ class DataConfig(_Section):
         return self
 
 
-class CrossStitchConfig(_Section):
-    """Cross-stitch units: initial same-task weight α, cross-task weight β (default (1 − α)/(K − 1), so
-    each unit starts as a convex mix), and the units' learning-rate multiplier."""
-
-    alpha_same: float = Field(0.9, ge=0)
-    alpha_cross: float | None = Field(None, ge=0)
-    lr_multiplier: float = Field(10.0, gt=0)
+#: The architectures: ``model.architecture`` names one; each declares the ``model`` keys it takes.
+ARCHITECTURE = PluginKind("architecture", "model", "architecture")
+#: The loss weighting methods: ``weighting.method`` names one; each declares the ``weighting`` keys it takes.
+WEIGHTING = PluginKind("weighting method", "weighting", "method")
 
 
-class SelectiveConfig(_Section):
-    """Selective Sharing: branch shape, grouping criterion and clustering, merge rule, stop rule."""
-
-    hidden: int = Field(64, gt=0, description="Width of the hard-shared layer and of every branch layer.")
-    branch_layers: int = Field(2, ge=0, description="Fully connected layers per task branch (the identical branch "
-                                                    "body); 0 only with convolutional branches, which then end at the "
-                                                    "encoder's bottleneck as an independent network does.")
-    shared_stages: int | None = Field(
-        None, ge=0, description="Encoder stages hard-shared below the branches; the encoder's later stages and its "
-                                "bottleneck become part of every branch (convolutional branches). Unset: the whole "
-                                "encoder and one hidden layer are shared and the branches are fully connected.")
-    criterion: Literal["similarity", "dissimilarity", "variance"] = "similarity"
-    min_cluster_size: int = Field(2, ge=2)
-    epsilon: float = Field(0.25, ge=0, le=1, description="HDBSCAN cluster_selection_epsilon on [0, 1] task distances.")
-    tt_rank: int = Field(4, ge=1, description="Tensor-train rank r: the length of every task's factor.")
-    merge: Literal["lowest_loss", "mean", "max", "min"] = "lowest_loss"
-    patience: int = Field(3, ge=1, description="Lock after this many decisions in a row without a merge.")
-    start_epoch: int = Field(0, ge=0, description="First epoch whose gradients are captured (a warm-up before grouping).")
-    window: int = Field(2, ge=1, description="Epochs of captured gradients (each task's unit-norm epoch sum, added up) "
-                                             "behind every grouping decision; one epoch's direction is noisy.")
-    groups: list[list[str]] = Field(
-        default_factory=list, description="Fixed groups: the tasks of each group share a branch from the first step (a "
-                                          "one-task group keeps its own) and nothing is captured or merged; e.g. the "
-                                          "grouping an earlier run found, trained from scratch with the whole epoch budget.")
-
-    @model_validator(mode="after")
-    def _branches_have_a_body(self) -> SelectiveConfig:
-        if self.branch_layers == 0 and self.shared_stages is None:
-            raise ValueError("branch_layers 0 leaves fully connected branches empty; set shared_stages (convolutional "
-                             "branches) or branch_layers ≥ 1")
-        return self
-
-
-class ModelConfig(_Section):
-    """Encoder, sharing architecture and the searched capacity/regularisation knobs."""
+@ARCHITECTURE.bind
+class ModelConfig(Settings):
+    """Encoder, architecture and the searched capacity/regularisation knobs; the architecture's own settings are
+    keys of this section too (see :mod:`distmtl.config.plugins`)."""
 
     encoder: str = "small_cnn"
     architecture: str = "hard_sharing"
@@ -136,13 +104,6 @@ class ModelConfig(_Section):
     bottleneck: int = Field(128, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     weights: str | None = Field(None, description="Local state-dict file for the ResNet encoders (no download).")
-    cross_stitch: CrossStitchConfig = Field(default_factory=CrossStitchConfig)
-    selective: SelectiveConfig = Field(default_factory=SelectiveConfig)
-    aux_checkpoints: list[str] = Field(
-        default_factory=list, description="aux_transfer: checkpoint directories of earlier runs whose encoders are fused."
-    )
-    fine_task: str = Field("fine", description="Label-reuse architectures: the task with the finer labels.")
-    coarse_task: str = Field("coarse", description="Label-reuse architectures: the task with the coarser labels.")
 
     @model_validator(mode="after")
     def _positive_channels(self) -> ModelConfig:
@@ -150,19 +111,14 @@ class ModelConfig(_Section):
             raise ValueError(f"channels must all be positive (got {self.channels})")
         return self
 
-    @model_validator(mode="after")
-    def _aux_only_for_aux_transfer(self) -> ModelConfig:
-        if self.aux_checkpoints and self.architecture != "aux_transfer":
-            raise ValueError(f"aux_checkpoints are read only by architecture aux_transfer (this is {self.architecture})")
-        return self
 
-
-class WeightingConfig(_Section):
-    """How per-task losses combine: static weights (λ) times a dynamic strategy's factors."""
+@WEIGHTING.bind
+class WeightingConfig(Settings):
+    """How per-task losses become the update: static weights (λ) and a method, whose own settings are keys of this
+    section too (see :mod:`distmtl.config.plugins`)."""
 
     method: str = "fixed"
     weights: dict[str, float] = Field(default_factory=dict, description="Static per-task weight; missing tasks get 1.")
-    temperature: float = Field(2.0, gt=0, description="DWA temperature T.")
 
     @model_validator(mode="after")
     def _non_negative(self) -> WeightingConfig:
@@ -172,7 +128,7 @@ class WeightingConfig(_Section):
         return self
 
 
-class OptimConfig(_Section):
+class OptimConfig(Settings):
     """Optimizer, learning-rate schedule and schedule length."""
 
     optimizer: Literal["adam", "adamw"] = "adamw"
@@ -191,7 +147,7 @@ class OptimConfig(_Section):
         return self
 
 
-class TrainConfig(_Section):
+class TrainConfig(Settings):
     """Engine behaviour: seed, best-epoch selection, device and precision, checkpoint retention, failure policy."""
 
     seed: int = 0
@@ -208,15 +164,20 @@ class TrainConfig(_Section):
     )
 
 
-class Config(_Section):
+class Config(Settings):
     """A complete, validated run configuration."""
 
     tasks: list[str] = Field(min_length=1)
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    weighting: WeightingConfig = Field(default_factory=WeightingConfig)
+    model: SerializeAsAny[ModelConfig] = Field(default_factory=ARCHITECTURE.default)
+    weighting: SerializeAsAny[WeightingConfig] = Field(default_factory=WEIGHTING.default)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("model", "weighting", mode="wrap")
+    @classmethod
+    def _plugin_settings(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Settings:
+        return PLUGIN_KINDS[info.field_name].validate(value, handler)
 
     @model_validator(mode="after")
     def _task_references(self) -> Config:
@@ -228,3 +189,7 @@ class Config(_Section):
                 if task not in self.tasks:
                     raise ValueError(f"{section} names task '{task}', which is not in tasks {self.tasks}")
         return self
+
+
+#: The config sections whose keys depend on the plug-in they name.
+PLUGIN_KINDS = {kind.section: kind for kind in (ARCHITECTURE, WEIGHTING)}

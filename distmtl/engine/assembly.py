@@ -15,6 +15,7 @@ from torch import nn
 from distmtl.config.schema import Config
 from distmtl.data.sources import check_targets
 from distmtl.engine.checkpoint import load_checkpoint
+from distmtl.engine.structure import CONTROLLERS
 from distmtl.errors import ConfigError
 from distmtl.models import MultiTaskModel, build_model
 from distmtl.models.encoders import Encoder
@@ -38,10 +39,15 @@ class Parts:
 def build_parts(config: Config, in_channels: int) -> Parts:
     """Build tasks, model and weighting for ``config`` on images with ``in_channels`` channels (no data is loaded)."""
     tasks = build_tasks(config.tasks, check_targets(config.data, config.tasks))
-    inputs = {"frozen_encoders": frozen_encoders(config.model.aux_checkpoints, in_channels)} \
-        if config.model.aux_checkpoints else {}
+    checkpoints = getattr(config.model, "aux_checkpoints", [])
+    inputs = {"frozen_encoders": frozen_encoders(checkpoints, in_channels)} if checkpoints else {}
     model = build_model(config.model, tasks, in_channels, **inputs)
     weighting = build_weighting(config.weighting, config.tasks)
+    if weighting.reduces_gradients and config.model.architecture in CONTROLLERS:
+        raise ConfigError(f"weighting.method: '{config.weighting.method}' aggregates task gradients over a fixed set of "
+                          f"shared parameters, and model.architecture '{config.model.architecture}' changes that set "
+                          "during training; choose a loss-level method (e.g. fixed, dwa, famo) or another architecture")
+    weighting.check(model, (in_channels, config.data.image_size, config.data.image_size))
     path = config.train.baseline
     baseline = Baseline.load(path).for_tasks(tasks, path) if path else None
     metrics = selectable_metrics(tasks, delta_m=baseline is not None)

@@ -35,6 +35,12 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``tensor``, in place, on every rank (a no-op in a single process)."""
+        if self.world_size > 1:
+            dist.broadcast(tensor, src=0)
+        return tensor
+
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank."""
         if self.world_size == 1:

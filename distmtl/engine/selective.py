@@ -27,10 +27,12 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
+from distmtl.config.plugins import Settings
 from distmtl.engine.context import DistContext
 from distmtl.engine.structure import CONTROLLERS
 from distmtl.models.selective_sharing import SelectiveSharing
@@ -38,7 +40,27 @@ from distmtl.sharing.decide import decide
 from distmtl.sharing.plan import MergePlan, every_task_grouped
 
 
-@CONTROLLERS.register("selective_sharing")
+class SelectiveGrouping(Settings):
+    """How tasks are grouped and merged, and when the branches lock (``model.selective``, beside the branch shape)."""
+
+    criterion: Literal["similarity", "dissimilarity", "variance"] = "similarity"
+    min_cluster_size: int = Field(2, ge=2)
+    epsilon: float = Field(0.25, ge=0, le=1, description="HDBSCAN cluster_selection_epsilon on [0, 1] task distances.")
+    tt_rank: int = Field(4, ge=1, description="Tensor-train rank r: the length of every task's factor.")
+    merge: Literal["lowest_loss", "mean", "max", "min"] = "lowest_loss"
+    patience: int = Field(3, ge=1, description="Lock after this many decisions in a row without a merge.")
+    start_epoch: int = Field(0, ge=0, description="First epoch whose gradients are captured (a warm-up before grouping).")
+    window: int = Field(2, ge=1, description="Epochs of captured gradients (each task's unit-norm epoch sum, added up) "
+                                             "behind every grouping decision; one epoch's direction is noisy.")
+
+
+class SelectiveControllerSettings(Settings):
+    """The ``model`` keys Selective Sharing's controller reads."""
+
+    selective: SelectiveGrouping = Field(default_factory=SelectiveGrouping)
+
+
+@CONTROLLERS.register("selective_sharing", settings=SelectiveControllerSettings)
 class SelectiveSharingController:
     """Decides when :class:`SelectiveSharing`'s branches merge; keeps the lock state."""
 

@@ -3,7 +3,8 @@
 A controller sees every training step's per-task losses (:meth:`StructureController.observe`) and,
 at the end of each epoch on every rank, decides whether the model's parameters change
 (:meth:`StructureController.end_epoch`); the trainer then rebuilds the optimizer and re-wraps DDP.
-Controllers register under the architecture they drive.
+Controllers register under the architecture they drive, with the settings they read (keys of the
+architecture's ``model`` section).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
+from distmtl.config.schema import ARCHITECTURE
 from distmtl.engine.context import DistContext
 from distmtl.models import MultiTaskModel
 from distmtl.registry import Registry
@@ -40,7 +42,7 @@ class StructureController(Protocol):
         """Restore what :meth:`state_dict` returned."""
 
 
-CONTROLLERS: Registry[type] = Registry("structure controller", "model.architecture")
+CONTROLLERS: Registry[type] = Registry("structure controller", "model.architecture", ARCHITECTURE)
 
 
 def build_controller(architecture: str, model: MultiTaskModel) -> StructureController | None:

@@ -7,6 +7,7 @@ import logging
 import tempfile
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from distmtl.data.noise import salt_and_pepper
 from distmtl.data.sources import RECONSTRUCTION, build_samples
 from distmtl.engine.accumulator import EpochAccumulator
 from distmtl.engine.assembly import build_parts
+from distmtl.engine.buffer_sync import BufferSync
 from distmtl.engine.checkpoint import ARTIFACTS_DIR, Best, TrainingState, rng_state, set_rng_state
 from distmtl.engine.context import DistContext, resolve_device
 from distmtl.engine.divergence import DivergenceGuard
@@ -32,6 +34,7 @@ from distmtl.engine.structure import build_controller
 from distmtl.errors import DistmtlError
 from distmtl.models import MultiTaskModel
 from distmtl.tracking.model_export import MODEL_DIR, save_model
+from distmtl.weighting import ParameterSplit, Step, split_parameters
 from distmtl.tracking.plots import save_artifacts
 
 log = logging.getLogger("distmtl")
@@ -123,13 +126,16 @@ class Trainer:
         selection = self.config.train.selection_metric
 
         metrics = {"epoch": epoch, "epoch_time_s": time.perf_counter() - started,
-                   "train/images_per_s": len(self.splits[0]) / train_seconds, "lr": self.optimizer.param_groups[0]["lr"]}
+                   "train/images_per_s": len(self.splits[0]) / train_seconds,
+                   "train/step_ms": 1000 * train_seconds / max(1, len(self.loaders.train)),
+                   "lr": self.optimizer.param_groups[0]["lr"]}
         metrics.update(_flatten("train", train_losses, train_metrics, weights))
         metrics.update(_flatten("val", val_losses, val_metrics, self.weighting.static))
         self.guard.check_value("validation", metrics["val/loss"])
         if self.baseline:
             metrics["val/delta_m"] = self.baseline.delta_m(metrics, "val")
         metrics.update({f"weight/{t}": w for t, w in weights.items()})
+        metrics.update(self.weighting.epoch_metrics())
         metrics.update({f"params/{k}": v for k, v in self.model.parameter_counts().items()})
         metrics.update(self.model.extra_metrics())
         metrics.update(self.clock.metrics())
@@ -165,13 +171,13 @@ class Trainer:
             losses = {name: total / count.clamp(min=1) for name, (total, count) in terms.items()}
             if self.controller:
                 self.controller.observe(losses, weights)
-            loss = self.weighting.combine(losses, weights)
-            self.guard.observe(loss)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self._average_weighting_gradients()
+            step = Step(self.model, self.reach, {name: count for name, (_, count) in terms.items()}, self.ctx,
+                        self.global_step, self.config.train.seed, partial(self._losses_again, images, targets, masks))
+            self.guard.observe(self.weighting.backward(losses, weights, step))
             self.schedule.apply(self.optimizer, self.global_step)
             self.optimizer.step()
+            self.weighting.after_step(step)
             self.global_step += 1
             if index == 0:
                 self.clock.mark("first_step")
@@ -304,8 +310,17 @@ class Trainer:
                     masks: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return {name: task.masked_loss_terms(outputs[name], targets[name], masks[name]) for name, task in self.tasks.items()}
 
+    def _losses_again(self, images: torch.Tensor, targets: dict[str, torch.Tensor],
+                      masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This batch's per-task mean losses under the current weights (no gradients), for a weighting's
+        ``after_step``."""
+        with torch.no_grad(), self.autocast:
+            outputs = self.net(images)
+        return {name: total / count.clamp(min=1) for name, (total, count) in self._loss_terms(outputs, targets, masks).items()}
+
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.config.optim, self.model, list(self.weighting.parameters()))
+        extra = list(self.weighting.parameters()) if self.weighting.optimised_with_model else []
+        return build_optimizer(self.config.optim, self.model, extra)
 
     def _rebuild_optimizer(self) -> torch.optim.Optimizer:
         """A new optimizer over the model's current parameters; surviving parameters keep their state."""
@@ -317,22 +332,19 @@ class Trainer:
         return optimizer
 
     def _wrap(self) -> nn.Module:
-        """DDP around the model when there are several ranks (again after every change of its parameters)."""
+        """The model as the training step runs it, again after every change of its parameters: DDP around it when
+        there are several ranks, or, for a weighting that reduces its own gradients, only rank 0's buffers
+        broadcast before each forward pass; and, for a weighting that reads it, which parameters each task reaches."""
+        self.reach = split_parameters(self.model, list(self.tasks), self.samples.image_shape, self.ctx.device) \
+            if self.weighting.uses_split else ParameterSplit([], {})
         if self.ctx.world_size == 1:
             return self.model
+        if self.weighting.reduces_gradients:
+            return BufferSync(self.model, self.ctx)
         device = self.ctx.device
         return DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                                        find_unused_parameters=_has_unused_parameters(self.model, self.samples.image_shape,
                                                                                      device))
-
-    def _average_weighting_gradients(self) -> None:
-        """Average the gradients of parameters outside DDP (a learned weighting's) across ranks."""
-        if self.ctx.world_size == 1:
-            return
-        for p in self.weighting.parameters():
-            if p.grad is not None:
-                self.ctx.all_reduce_sum(p.grad).div_(self.ctx.world_size)
-
 
 def train(config: Config, reporter: Reporter, ctx: DistContext | None = None,
           fault: InjectedFault | None = None) -> dict[str, float]:

@@ -15,16 +15,27 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from pydantic import Field
+
+from distmtl.config.plugins import Settings
 from distmtl.config.schema import ModelConfig
 from distmtl.errors import ConfigError
 from distmtl.features import Features
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel
-from distmtl.models.cross_stitch import stitch_optimizer_groups, stitch_units
+from distmtl.models.cross_stitch import CrossStitchUnits, stitch_optimizer_groups, stitch_units
 from distmtl.models.encoders import ENCODERS, Encoder
 from distmtl.tasks.base import Task
 
 
-@ARCHITECTURES.register("aux_transfer")
+class AuxTransferSettings(Settings):
+    """The ``model`` keys of ``aux_transfer``: the earlier runs whose encoders are fused, and the fusing units."""
+
+    aux_checkpoints: list[str] = Field(
+        default_factory=list, description="Checkpoint directories of earlier runs whose encoders are fused.")
+    cross_stitch: CrossStitchUnits = Field(default_factory=CrossStitchUnits)
+
+
+@ARCHITECTURES.register("aux_transfer", settings=AuxTransferSettings)
 class AuxTransfer(MultiTaskModel):
     """Own trainable encoder + frozen auxiliary encoders fused stage by stage; heads on the fused features."""
 

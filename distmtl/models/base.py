@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from distmtl.config.schema import ModelConfig
+from distmtl.config.schema import ARCHITECTURE, ModelConfig
 from distmtl.registry import Registry
 from distmtl.tasks.base import Task
 
-ARCHITECTURES: Registry = Registry("architecture", "model.architecture")
+ARCHITECTURES: Registry = Registry("architecture", "model.architecture", ARCHITECTURE)
 
 
 class MultiTaskModel(nn.Module):

@@ -10,11 +10,29 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from distmtl.config.schema import CrossStitchConfig, ModelConfig
+from pydantic import Field
+
+from distmtl.config.plugins import Settings
+from distmtl.config.schema import ModelConfig
 from distmtl.features import Features
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel
 from distmtl.models.encoders import ENCODERS
 from distmtl.tasks.base import Task
+
+
+class CrossStitchUnits(Settings):
+    """Cross-stitch units: initial same-task weight α, cross-task weight β (default (1 − α)/(K − 1), so each unit
+    starts as a convex mix), and the units' learning-rate multiplier."""
+
+    alpha_same: float = Field(0.9, ge=0)
+    alpha_cross: float | None = Field(None, ge=0)
+    lr_multiplier: float = Field(10.0, gt=0)
+
+
+class CrossStitchSettings(Settings):
+    """The ``model`` keys of ``cross_stitch``."""
+
+    cross_stitch: CrossStitchUnits = Field(default_factory=CrossStitchUnits)
 
 
 class CrossStitchUnit(nn.Module):
@@ -31,7 +49,7 @@ class CrossStitchUnit(nn.Module):
         return list(mixed.unbind(0))
 
 
-def stitch_units(cfg: CrossStitchConfig, tasks: int, channels: list[int]) -> nn.ModuleList:
+def stitch_units(cfg: CrossStitchUnits, tasks: int, channels: list[int]) -> nn.ModuleList:
     """One unit per stage; β defaults to (1 − α)/(K − 1) so every unit starts as a convex mix."""
     cross = cfg.alpha_cross if cfg.alpha_cross is not None else (1.0 - cfg.alpha_same) / max(tasks - 1, 1)
     return nn.ModuleList(CrossStitchUnit(tasks, c, cfg.alpha_same, cross) for c in channels)
@@ -44,7 +62,7 @@ def stitch_optimizer_groups(model: nn.Module, units: nn.ModuleList, lr_multiplie
     return [{"params": rest}, {"params": list(units.parameters()), "lr_scale": lr_multiplier, "weight_decay": 0.0}]
 
 
-@ARCHITECTURES.register("cross_stitch")
+@ARCHITECTURES.register("cross_stitch", settings=CrossStitchSettings)
 class CrossStitch(MultiTaskModel):
     """K encoder branches stitched after every stage; each task's head reads its own branch."""
 

@@ -19,12 +19,23 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from pydantic import Field
+
+from distmtl.config.plugins import Settings
 from distmtl.config.schema import ModelConfig
 from distmtl.errors import ConfigError
 from distmtl.features import Features
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel
 from distmtl.models.encoders import ENCODERS
 from distmtl.tasks.base import Task
+
+
+class LabelReuseSettings(Settings):
+    """The ``model`` keys of the label-reuse architectures: which classification tasks hold the fine and the coarse
+    labels."""
+
+    fine_task: str = Field("fine", description="The task with the finer labels.")
+    coarse_task: str = Field("coarse", description="The task with the coarser labels.")
 
 
 class LabelReuse(MultiTaskModel):
@@ -78,5 +89,5 @@ class LabelReuse(MultiTaskModel):
 
 for _name, _shared, _reuse in (("reuse_coarse", False, "coarse"), ("reuse_fine", False, "fine"),
                                ("shared_reuse_coarse", True, "coarse"), ("shared_reuse_fine", True, "fine")):
-    ARCHITECTURES.register(_name)(
+    ARCHITECTURES.register(_name, settings=LabelReuseSettings)(
         lambda cfg, tasks, in_channels, _s=_shared, _r=_reuse: LabelReuse(cfg, tasks, in_channels, shared=_s, reuse=_r))

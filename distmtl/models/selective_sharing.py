@@ -30,6 +30,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from pydantic import Field, model_validator
+
+from distmtl.config.plugins import Settings
 from distmtl.config.schema import ModelConfig
 from distmtl.errors import ConfigError
 from distmtl.features import Features, FeatureShape
@@ -41,7 +44,37 @@ from distmtl.tasks.base import Task
 VECTOR_KINDS = {"classification", "binary", "regression", "detection", "ranking"}
 
 
-@ARCHITECTURES.register("selective_sharing")
+class SelectiveBranches(Settings):
+    """The branches' shape, and fixed groups (``model.selective``; the structure controller adds its grouping keys)."""
+
+    hidden: int = Field(64, gt=0, description="Width of the hard-shared layer and of every branch layer.")
+    branch_layers: int = Field(2, ge=0, description="Fully connected layers per task branch (the identical branch "
+                                                    "body); 0 only with convolutional branches, which then end at the "
+                                                    "encoder's bottleneck as an independent network does.")
+    shared_stages: int | None = Field(
+        None, ge=0, description="Encoder stages hard-shared below the branches; the encoder's later stages and its "
+                                "bottleneck become part of every branch (convolutional branches). Unset: the whole "
+                                "encoder and one hidden layer are shared and the branches are fully connected.")
+    groups: list[list[str]] = Field(
+        default_factory=list, description="Fixed groups: the tasks of each group share a branch from the first step (a "
+                                          "one-task group keeps its own) and nothing is captured or merged; e.g. the "
+                                          "grouping an earlier run found, trained from scratch with the whole epoch budget.")
+
+    @model_validator(mode="after")
+    def _branches_have_a_body(self) -> SelectiveBranches:
+        if self.branch_layers == 0 and self.shared_stages is None:
+            raise ValueError("branch_layers 0 leaves fully connected branches empty; set shared_stages (convolutional "
+                             "branches) or branch_layers ≥ 1")
+        return self
+
+
+class SelectiveSharingSettings(Settings):
+    """The ``model`` keys of ``selective_sharing``."""
+
+    selective: SelectiveBranches = Field(default_factory=SelectiveBranches)
+
+
+@ARCHITECTURES.register("selective_sharing", settings=SelectiveSharingSettings)
 class SelectiveSharing(MultiTaskModel):
     """Branches keyed ``b0 … b{K-1}``; ``branch_of`` maps each task to its (possibly shared) branch."""
 

@@ -7,6 +7,7 @@ from distmtl.recipes import (  # noqa: F401  (register)
     joint_mapping,
     selective_sharing,
     task_groupings,
+    weightings,
 )
 from distmtl.recipes.base import RECIPES, Recipe, RecipeOptions
 from distmtl.recipes.runner import RecipeResult, run_recipe

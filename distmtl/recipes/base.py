@@ -22,11 +22,13 @@ Extra = Callable[[Config, Path, dict[str, float]], dict[str, float]]
 @dataclass(frozen=True)
 class Column:
     """A table column: the header and the MLflow metric of each run that fills it (``{task}`` parts of the
-    key are renamed per data set, see :attr:`Variant.rename`)."""
+    key are renamed per data set, see :attr:`Variant.rename`); with ``ratio_to``, each run's value divided by that
+    of the named variant's run on the same data set and seed."""
 
     header: str
     key: str
     digits: int = 3
+    ratio_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,9 @@ class Variant:
     variant's ``model.aux_checkpoints``; ``groups_from`` names an earlier Selective Sharing variant
     whose final task grouping this variant trains from scratch (``model.selective.groups``);
     ``rename`` maps task names of the column keys to this data set's (e.g. ``mask`` → ``trimap`` on
-    Oxford-IIIT Pet).
+    Oxford-IIIT Pet); ``drop`` names keys of the config file the variant does not take (the settings of the
+    file's architecture, when the variant trains another one); ``baseline_of`` names earlier single-task variants
+    (same data set and seed) whose results become this variant's ``train.baseline``, so its runs report Δm.
     """
 
     name: str
@@ -49,6 +53,8 @@ class Variant:
     aux_from: tuple[str, ...] = ()
     groups_from: str | None = None
     rename: dict[str, str] = field(default_factory=dict)
+    drop: tuple[str, ...] = ()
+    baseline_of: tuple[str, ...] = ()
 
     def key(self, column: Column) -> str:
         """The metric that fills ``column`` in this variant's runs."""

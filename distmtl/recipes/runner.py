@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 
-from distmtl.config import load_config
+from distmtl.config import apply_overrides, config_from_dict, load_yaml, without
 from distmtl.config.schema import Config
 from distmtl.engine.assembly import check_config
 from distmtl.engine.context import resolve_device
 from distmtl.machine import describe
 from distmtl.recipes.base import CONFIGS, Recipe, RecipeOptions, Variant
 from distmtl.recipes.execution import CellResult, final_structure, run_cell
+from distmtl.recipes.single_task import baseline_from_cells
 from distmtl.recipes.table import Row, build_table, to_markdown
 from distmtl.sharing.plan import tasks_by_branch
 from distmtl.tracking import MlflowRun
@@ -45,15 +46,19 @@ def cell_config(recipe: Recipe, variant: Variant, options: RecipeOptions, seed: 
     what it takes from earlier cells (``derived``)."""
     overrides = {**variant.overrides, **(recipe.quick if options.quick else {}), **options.overrides,
                  "data.seed": seed, "train.seed": seed, **(derived or {})}
-    return load_config(CONFIGS / variant.config, overrides)
+    path = CONFIGS / variant.config
+    return config_from_dict(apply_overrides(without(load_yaml(path), variant.drop), overrides), source=str(path))
 
 
 def derived_overrides(variant: Variant, done: dict[tuple[str, str], CellResult]) -> dict[str, Any]:
-    """What ``variant`` takes from earlier cells of its seed: their checkpoints (``aux_from``) or the task
-    grouping one of them ended with (``groups_from``)."""
+    """What ``variant`` takes from earlier cells of its seed: their checkpoints (``aux_from``), the task grouping
+    one of them ended with (``groups_from``) or their single-task results as its Δm baseline (``baseline_of``)."""
     derived: dict[str, Any] = {}
     if variant.aux_from:
         derived["model.aux_checkpoints"] = [str(done[(variant.dataset, name)].checkpoint) for name in variant.aux_from]
+    if variant.baseline_of:
+        cells = [done[(variant.dataset, name)] for name in variant.baseline_of]
+        derived["train.baseline"] = str(baseline_from_cells(cells, cells[0].checkpoint.parent / "baseline.json"))
     if variant.groups_from:
         branch_of = final_structure(done[(variant.dataset, variant.groups_from)].checkpoint)["branch_of"]
         derived["model.selective.groups"] = list(tasks_by_branch(branch_of).values())  # singletons too: all fixed

@@ -56,7 +56,7 @@ def variants(options: RecipeOptions) -> list[Variant]:
         ("generator", "selective_synthetic.yaml", _combined(lock_epoch, grouping_ari), None),
         ("digits", "digits_one_vs_all.yaml", _combined(lock_epoch, mean_balanced_accuracy), mean_balanced_accuracy),
     ):
-        found += [Variant(a, dataset, config, {"model.architecture": a}, extra=base_extra)
+        found += [Variant(a, dataset, config, {"model.architecture": a}, extra=base_extra, drop=("model.selective",))
                   for a in ("independent", "hard_sharing")]
         for criterion in CRITERIA:
             searched = {"model.architecture": "selective_sharing", "model.selective.criterion": criterion}

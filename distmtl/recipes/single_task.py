@@ -13,12 +13,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from distmtl.config import apply_overrides, config_from_dict, load_yaml
-from distmtl.config.schema import Config
+from distmtl.config import apply_overrides, config_from_dict, load_yaml, without
+from distmtl.config.schema import Config, ModelConfig
+from distmtl.data.sources import check_targets
 from distmtl.engine.assembly import build_parts, check_config
+from distmtl.engine.checkpoint import TrainingState
 from distmtl.machine import describe
 from distmtl.recipes.base import Variant
-from distmtl.recipes.execution import run_cell
+from distmtl.recipes.execution import CellResult, run_cell
+from distmtl.tasks import build_tasks
 from distmtl.tasks.baseline import Baseline, TaskBaseline
 from distmtl.tracking import MlflowRun
 
@@ -27,14 +30,27 @@ from distmtl.tracking import MlflowRun
 TASK_KEYED = ("data.target_fraction", "data.augment.policy")
 
 
-def single_task_config(base: dict[str, Any], task: str, headline: str, seed: int, source: str) -> Config:
-    """``base`` (a config as a dict) reduced to ``task`` alone, selected on its headline metric, on ``seed``."""
+def single_task_overrides(base: dict[str, Any], task: str, headline: str) -> dict[str, Any]:
+    """The overrides that reduce ``base`` (a config as a dict) to ``task`` alone on a single-task network (hard
+    sharing with one head, plain loss), selected on its headline metric; apply them to :func:`plain_model` of
+    ``base``: the settings of the base's architecture and weighting method do not carry over."""
     own = {key: {t: v for t, v in found.items() if t == task}
            for key in TASK_KEYED if (found := _lookup(base, key)) is not None}
-    overrides = {"tasks": [task], "model.architecture": "hard_sharing", "weighting.method": "fixed",
-                 "weighting.weights": {}, "train.baseline": None, "train.selection_metric": f"val/{task}/{headline}",
-                 "train.selection_mode": None, "data.seed": seed, "train.seed": seed, **own}
-    return config_from_dict(apply_overrides(base, overrides), source=source)
+    return {"tasks": [task], "model.architecture": "hard_sharing", "weighting": {"method": "fixed"},
+            "train.baseline": None, "train.selection_metric": f"val/{task}/{headline}", "train.selection_mode": None,
+            **own}
+
+
+def single_task_config(base: dict[str, Any], task: str, headline: str, seed: int, source: str) -> Config:
+    """``base`` (a config as a dict) reduced to ``task`` alone, selected on its headline metric, on ``seed``."""
+    overrides = {**single_task_overrides(base, task, headline), "data.seed": seed, "train.seed": seed}
+    return config_from_dict(apply_overrides(plain_model(base), overrides), source=source)
+
+
+def plain_model(base: dict[str, Any]) -> dict[str, Any]:
+    """``base`` without the keys of its architecture (its ``model`` section keeps the common keys only)."""
+    model = base.get("model", {})
+    return without(base, [f"model.{key}" for key in model if key not in ModelConfig.model_fields])
 
 
 def run_single_task_baseline(config_path: str, overrides: dict[str, Any], seeds: int, out: Path, tracking_uri: str,
@@ -74,6 +90,20 @@ def run_single_task_baseline(config_path: str, overrides: dict[str, Any], seeds:
         raise
     parent.finish("FINISHED")
     return baseline
+
+
+def baseline_from_cells(cells: list[CellResult], path: Path) -> Path:
+    """Write a baseline file at ``path`` from recipe cells that each trained one task alone (one run per task, so
+    no spread); Δm against it pairs a multi-task run with the single-task runs of its own seed."""
+    results = {}
+    for cell in cells:
+        config = Config.model_validate(TrainingState.load(cell.checkpoint).config)
+        (task,) = config.tasks
+        headline = config.train.selection_metric.rsplit("/", 1)[-1]
+        spec = build_tasks(config.tasks, check_targets(config.data, config.tasks))[task]
+        results[task] = _summarise([cell.metrics], task, headline, spec.metric_modes[headline])
+    Baseline(results, {"cells": [str(cell.checkpoint) for cell in cells]}).save(path)
+    return path
 
 
 def _summarise(finals: list[dict[str, float]], task: str, metric: str, mode: str) -> TaskBaseline:

@@ -26,12 +26,16 @@ def _values(row: Row, key: str) -> list[float]:
 def build_table(recipe: Recipe, rows: list[Row]) -> dict[str, Any]:
     """The table as data: per row, each column's metric key, values, mean, std and n (empty where the
     variant's runs do not report that metric), and the paired comparisons."""
+    by_name = {(r.variant.dataset, r.variant.name): r for r in rows}
     table_rows = []
     for row in rows:
         cells = {}
         for column in recipe.columns:
             key = row.variant.key(column)
             values = _values(row, key)
+            if column.ratio_to:
+                reference = _values(by_name[(row.variant.dataset, column.ratio_to)], key)
+                values = [v / r if r else math.nan for v, r in zip(values, reference)]
             summary = summarize(values)
             cells[column.header] = {"key": key, "values": values, "mean": summary.mean, "std": summary.std,
                                     "n": summary.n, "text": summary.cell(column.digits)}

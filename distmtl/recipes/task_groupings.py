@@ -46,7 +46,8 @@ def parameters(config: Config) -> int:
 
 def variants(options: RecipeOptions) -> list[Variant]:
     """Independent networks, then every grouping of the tasks within :data:`BUDGET` of their parameters."""
-    independent = Variant("independent", "generator", CONFIG, {"model.architecture": "independent"})
+    independent = Variant("independent", "generator", CONFIG, {"model.architecture": "independent"},
+                          drop=("model.selective",))
     config = cell_config(RECIPE, independent, options, seed=0)
     limit = BUDGET * parameters(config)
     fixed = [Variant(grouping_name(groups), "generator", CONFIG,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -10,12 +10,20 @@ from distmtl.sharing.factorise import task_factors
 from distmtl.sharing.grouping import cosine_similarity, group_tasks
 from distmtl.sharing.plan import MergePlan, plan_merges
 
-if TYPE_CHECKING:
-    from distmtl.config.schema import SelectiveConfig
+
+
+class GroupingSettings(Protocol):
+    """The settings a decision reads (Selective Sharing's ``model.selective`` keys)."""
+
+    tt_rank: int
+    criterion: str
+    min_cluster_size: int
+    epsilon: float
+    merge: str
 
 
 def decide(gradients: np.ndarray, tasks: list[str], branch_of: dict[str, str], losses: dict[str, float],
-           cfg: SelectiveConfig) -> MergePlan:
+           cfg: GroupingSettings) -> MergePlan:
     """The merge plan for ``gradients`` (K × branch-point shape, one per task in ``tasks``' order) under
     ``cfg``; a convolution's gradient (out×in×h×w) is read as out × (in·h·w)."""
     factors = task_factors(gradients.reshape(gradients.shape[0], gradients.shape[1], -1), cfg.tt_rank)

@@ -10,12 +10,20 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 
+from distmtl.config.plugins import Settings
 from distmtl.config.schema import WeightingConfig
 from distmtl.weighting.base import WEIGHTINGS, Weighting
 
 
-@WEIGHTINGS.register("dwa")
+class DWASettings(Settings):
+    """The ``weighting`` keys of ``dwa``."""
+
+    temperature: float = Field(2.0, gt=0, description="DWA temperature T.")
+
+
+@WEIGHTINGS.register("dwa", settings=DWASettings)
 class DynamicWeightAverage(Weighting):
     """DWA factors (times the static weights) from the last two epochs' mean losses.
 

@@ -1,0 +1,127 @@
+"""Plug-in settings: a config section whose keys depend on the plug-in it names.
+
+``model.architecture`` and ``weighting.method`` each name a plug-in, and each plug-in declares its own
+pydantic settings model when it registers (``@ARCHITECTURES.register("cross_stitch",
+settings=CrossStitchSettings)``). A :class:`PluginKind` collects those declarations; the section is then a
+union tagged by the plug-in's name: validating it picks the model of the named plug-in — the section's
+common keys plus that plug-in's settings — so a key of another plug-in is refused like any unknown key,
+and nothing in :mod:`distmtl.config.schema` names a plug-in. Several declarations under one name (an
+architecture and the structure controller registered for it) are merged; a settings field both declare
+as a section (``selective``) becomes one section holding both sets of keys.
+
+The kinds know only the packages that register the built-in plug-ins, imported the first time a section
+is validated, so that ``distmtl.config`` validates any config on its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
+
+#: The pydantic error type of a section that names no declared plug-in (its message is the whole one-line error).
+UNKNOWN_PLUGIN = "unknown_plugin"
+#: The packages whose import registers every built-in plug-in of every kind (the engine imports the rest).
+PLUGIN_PACKAGES = ("distmtl.engine",)
+
+
+class Settings(BaseModel):
+    """Base of every config section and plug-in settings model: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PluginKind:
+    """The plug-ins of one kind (architectures, weighting methods) and their settings models.
+
+    ``section`` is the config section (``model``), ``key`` the field in it that names the plug-in
+    (``architecture``), ``base`` the section's common keys (a :class:`Settings` subclass holding ``key``).
+    """
+
+    def __init__(self, what: str, section: str, key: str) -> None:
+        self.what, self.section, self.key = what, section, key
+        self.base: type[Settings] | None = None
+        self._declared: dict[str, list[type[BaseModel]]] = {}
+        self._models: dict[str, type[Settings]] = {}
+
+    @property
+    def config_key(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    def bind(self, base: type[Settings]) -> type[Settings]:
+        """Decorator for the section's common model (its ``key`` field names the plug-in)."""
+        self.base = base
+        return base
+
+    def add(self, name: str, settings: type[BaseModel] | None = None) -> None:
+        """Declare plug-in ``name``, with ``settings`` (a model whose fields become keys of the section) if it has any."""
+        declared = self._declared.setdefault(name, [])
+        if settings is not None:
+            declared.append(settings)
+        self._models.pop(name, None)
+
+    def names(self) -> list[str]:
+        """Every declared plug-in, sorted."""
+        _load_plugins()
+        return sorted(self._declared)
+
+    def model(self, name: str) -> type[Settings]:
+        """The section's model for plug-in ``name``: the common keys and the plug-in's own settings."""
+        if name not in self._models:
+            fields = _merged_fields(name, self._declared.get(name, []))
+            title = f"{''.join(part.title() for part in name.split('_'))}{self.section.title()}Config"
+            self._models[name] = create_model(title, __base__=self.base, **fields)
+        return self._models[name]
+
+    def owners(self, field: str) -> list[str]:
+        """The plug-ins whose settings have the key ``field``."""
+        _load_plugins()
+        return sorted(name for name, declared in self._declared.items()
+                      if any(field in settings.model_fields for settings in declared))
+
+    def validate(self, value: Any, handler: Any) -> Settings:
+        """Validate a section: a mapping becomes the model of the plug-in it names (the base's default if it names
+        none); an unknown name is one error naming the choices."""
+        if not isinstance(value, dict):
+            return handler(value)
+        name = value.get(self.key, self.base.model_fields[self.key].default)
+        if not isinstance(name, str) or name not in self.names():
+            raise PydanticCustomError(UNKNOWN_PLUGIN, f"{self.config_key}: unknown {self.what} {name!r} "
+                                                      f"(available: {', '.join(self.names())})")
+        return self.model(name).model_validate(value)
+
+    def of(self, **values: Any) -> Settings:
+        """The section of ``values`` (the plug-in's settings among them), validated: e.g.
+        ``ARCHITECTURE.of(architecture="cross_stitch", cross_stitch={"alpha_same": 1.0})``."""
+        return self.validate(values, None)
+
+    def default(self) -> Settings:
+        """The section with every key at its default."""
+        return self.of()
+
+
+def _merged_fields(name: str, declared: list[type[BaseModel]]) -> dict[str, Any]:
+    """The fields of ``declared`` settings models as ``create_model`` arguments; a field that several declare
+    must be a section (a model) in each, and becomes one section with all their keys."""
+    by_field: dict[str, list[Any]] = {}
+    for settings in declared:
+        for field, info in settings.model_fields.items():
+            by_field.setdefault(field, []).append(info)
+    fields: dict[str, Any] = {}
+    for field, infos in by_field.items():
+        if len(infos) == 1:
+            fields[field] = (infos[0].annotation, infos[0])
+            continue
+        parts = [info.annotation for info in infos][::-1]  # the first declared lists its keys first
+        if not all(isinstance(p, type) and issubclass(p, BaseModel) for p in parts):
+            raise TypeError(f"plug-in {name!r}: settings field {field!r} is declared twice and is not a section in both")
+        merged = create_model(f"{parts[-1].__name__}And{len(parts) - 1}", __base__=tuple(parts))
+        fields[field] = (merged, Field(default_factory=merged))
+    return fields
+
+
+def _load_plugins() -> None:
+    for package in PLUGIN_PACKAGES:
+        importlib.import_module(package)
