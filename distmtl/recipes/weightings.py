@@ -38,6 +38,6 @@ register(Recipe(
              Column("step time / fixed", "train/step_ms", digits=2, ratio_to="fixed")),
     reference="fixed",
     compare=("Δm (%)",),
-    quick={"data.num_samples": 200, "data.image_size": 16, "data.batch_size": 32, "model.channels": [8, 16],
-           "model.bottleneck": 16, "optim.epochs": 2},
+    quick={"data.num_samples": 160, "data.image_size": 16, "data.batch_size": 32, "model.channels": [8, 16],
+           "model.bottleneck": 16, "optim.epochs": 1},
 ))
