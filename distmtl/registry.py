@@ -19,7 +19,7 @@ T = TypeVar("T")
 class SettingsKind(Protocol):
     """Where plug-ins declare their config settings (:class:`distmtl.config.plugins.PluginKind`)."""
 
-    def add(self, name: str, settings: Any = None) -> None: ...
+    def add(self, name: str, settings: Any = None, default: bool = False) -> None: ...
 
 
 class Registry(Generic[T]):
@@ -31,12 +31,13 @@ class Registry(Generic[T]):
         self.settings = settings
         self._items: dict[str, T] = {}
 
-    def register(self, name: str, settings: Any = None) -> Callable[[T], T]:
-        """Decorator: make the decorated item available under ``name``; ``settings`` (a pydantic model) declares the
-        config keys it takes, in a registry tied to a config section."""
+    def register(self, name: str, settings: Any = None, default: bool = False) -> Callable[[T], T]:
+        """Decorator: make the decorated item available under ``name``. In a registry tied to a config section,
+        ``settings`` (a pydantic model) declares the config keys it takes and ``default`` makes it what a config
+        that names none gets."""
         if self.settings is not None:
-            self.settings.add(name, settings)
-        elif settings is not None:
+            self.settings.add(name, settings, default)
+        elif settings is not None or default:
             raise TypeError(f"{self.what} '{name}': this registry takes no settings")
 
         def decorator(item: T) -> T:

@@ -8,8 +8,10 @@ import pytest
 
 from distmtl.cli import main
 from distmtl.config import apply_overrides, load_config, parse_set_args
+from distmtl.config.plugins import PluginKind, Settings
 from distmtl.engine import check_config
 from distmtl.errors import ConfigError
+from distmtl.registry import Registry
 from distmtl.tune.space import Space
 
 from conftest import REPO, small_config
@@ -192,3 +194,60 @@ def test_a_cross_validated_space_scores_trials_by_the_fold_mean(tmp_path):
     config = space.trial_config({"optim.weight_decay": 0.5})
     assert config.train.selection_metric == "val/loss" and config.optim.weight_decay == 0.5
     assert "mean over 3-fold cross-validation" in space.describe()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("tasks: [fine]\nmodel: {architecture: independent, selective: {hidden: 8}}",
+         "model.selective: a setting of architecture 'selective_sharing', not of 'independent' (this config's "
+         "model.architecture); remove it, or set model.architecture to 'selective_sharing'"),
+        ("tasks: [fine]\nweighting: {temperature: 2.0}",
+         "weighting.temperature: a setting of weighting method 'dwa', not of 'fixed'"),
+        ("tasks: [fine, coarse]\nmodel: {fine_task: fine}", "model.fine_task: a setting of architecture 'reuse_coarse' / "),
+        ("tasks: [fine]\nmodel: {architecture: cross_stitch, cross_stich: {}}",
+         "unknown key 'model.cross_stich' (did you mean 'model.cross_stitch'?)"),
+        ("tasks: [fine]\nmodel: {architecture: selective_sharing, selective: {critrion: variance}}",
+         "unknown key 'model.selective.critrion' (did you mean 'model.selective.criterion'?)"),
+        ("tasks: [fine]\nweighting: {method: cagrad, c: -1}", "weighting.c: Input should be greater than or equal to 0"),
+    ],
+)
+def test_a_key_of_a_plug_in_the_config_does_not_use_is_one_line(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_plug_in_kind_builds_each_plug_in_s_section_and_merges_a_shared_one():
+    """Plug-ins declare their keys when they register; the section validates as the named plug-in's (the default's
+    when it names none), and two declarations of one section field (an architecture's and its controller's) become
+    one section with both sets of keys."""
+    kind = PluginKind("gizmo", "part", "name")
+
+    @kind.bind
+    class Part(Settings):
+        name: str
+        size: int = 1
+
+    class Knob(Settings):
+        knob: float = 0.5
+
+    class Shape(Settings):
+        width: int = 3
+
+    class Rule(Settings):
+        rule: str = "mean"
+
+    registry = Registry("gizmo", "part.name", kind)
+    registry.register("plain", default=True)(object)
+    registry.register("knobbed", settings=Knob)(object)
+    registry.register("merged", settings=type("A", (Settings,), {"__annotations__": {"inner": Shape}, "inner": Shape()}))(object)
+    kind.add("merged", type("B", (Settings,), {"__annotations__": {"inner": Rule}, "inner": Rule()}))
+    assert kind.of().name == "plain" and kind.of(size=4).size == 4
+    assert kind.of(name="knobbed", knob=0.7).knob == 0.7 and kind.owners("knob") == ["knobbed"]
+    merged = kind.of(name="merged", inner={"width": 5, "rule": "max"})
+    assert (merged.inner.width, merged.inner.rule) == (5, "max")
+    with pytest.raises(ValueError, match="knob"):
+        kind.of(knob=0.1)  # a key of 'knobbed', not of the default 'plain'
+    with pytest.raises(TypeError, match="takes no settings"):
+        Registry("thing", "thing").register("x", settings=Knob)

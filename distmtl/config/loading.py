@@ -146,6 +146,6 @@ def _section(parent: list[str], root: type[BaseModel], data: Any) -> tuple[type[
         if kind is None:
             model = annotation
             continue
-        name = node.get(kind.key, annotation.model_fields[kind.key].default) if isinstance(node, dict) else None
+        name = kind.chosen(node) if isinstance(node, dict) else None
         model = kind.model(name) if name in kind.names() else annotation
     return model, kind, name

@@ -43,6 +43,7 @@ class PluginKind:
     def __init__(self, what: str, section: str, key: str) -> None:
         self.what, self.section, self.key = what, section, key
         self.base: type[Settings] | None = None
+        self.default_name: str | None = None
         self._declared: dict[str, list[type[BaseModel]]] = {}
         self._models: dict[str, type[Settings]] = {}
 
@@ -55,8 +56,11 @@ class PluginKind:
         self.base = base
         return base
 
-    def add(self, name: str, settings: type[BaseModel] | None = None) -> None:
-        """Declare plug-in ``name``, with ``settings`` (a model whose fields become keys of the section) if it has any."""
+    def add(self, name: str, settings: type[BaseModel] | None = None, default: bool = False) -> None:
+        """Declare plug-in ``name``, with ``settings`` (a model whose fields become keys of the section) if it has any;
+        ``default``: the plug-in a section that names none gets."""
+        if default:
+            self.default_name = name
         declared = self._declared.setdefault(name, [])
         if settings is not None:
             declared.append(settings)
@@ -86,11 +90,16 @@ class PluginKind:
         none); an unknown name is one error naming the choices."""
         if not isinstance(value, dict):
             return handler(value)
-        name = value.get(self.key, self.base.model_fields[self.key].default)
+        name = self.chosen(value)
         if not isinstance(name, str) or name not in self.names():
             raise PydanticCustomError(UNKNOWN_PLUGIN, f"{self.config_key}: unknown {self.what} {name!r} "
                                                       f"(available: {', '.join(self.names())})")
-        return self.model(name).model_validate(value)
+        return self.model(name).model_validate({**value, self.key: name})
+
+    def chosen(self, section: dict[str, Any]) -> Any:
+        """The plug-in a section's raw mapping names (the kind's default where it names none)."""
+        _load_plugins()
+        return section.get(self.key, self.default_name)
 
     def of(self, **values: Any) -> Settings:
         """The section of ``values`` (the plug-in's settings among them), validated: e.g.

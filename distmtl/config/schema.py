@@ -99,7 +99,7 @@ class ModelConfig(Settings):
     keys of this section too (see :mod:`distmtl.config.plugins`)."""
 
     encoder: str = "small_cnn"
-    architecture: str = "hard_sharing"
+    architecture: str = Field(description="The architecture; a config that names none gets the one registered as default.")
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
     bottleneck: int = Field(128, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -117,7 +117,7 @@ class WeightingConfig(Settings):
     """How per-task losses become the update: static weights (λ) and a method, whose own settings are keys of this
     section too (see :mod:`distmtl.config.plugins`)."""
 
-    method: str = "fixed"
+    method: str = Field(description="The method; a config that names none gets the one registered as default.")
     weights: dict[str, float] = Field(default_factory=dict, description="Static per-task weight; missing tasks get 1.")
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ from distmtl.models.encoders import ENCODERS
 from distmtl.tasks.base import Task
 
 
-@ARCHITECTURES.register("hard_sharing")
+@ARCHITECTURES.register("hard_sharing", default=True)
 class HardSharing(MultiTaskModel):
     """encoder → shared bottleneck → ``{task: head(bottleneck)}``."""
 

@@ -79,7 +79,7 @@ class Step:
         return payload[: len(tasks)] / payload[len(tasks):].clamp(min=1)
 
 
-@WEIGHTINGS.register("fixed")
+@WEIGHTINGS.register("fixed", default=True)
 class Weighting(nn.Module):
     """Base method: static weights only (``fixed``).
 
