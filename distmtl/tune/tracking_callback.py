@@ -130,7 +130,8 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """FAILED if its training failed; else FINISHED, tagged with the epoch it stopped at when the scheduler
-        (ASHA) ended it early, so early-stopped trials stand out in the runs table."""
+        (ASHA or MO-ASHA) ended it early, so early-stopped trials stand out in the runs table. In a Pareto sweep
+        the parent run gets the front's hypervolume so far."""
         run = self.runs.get(trial.trial_id)
         if self.space.pareto and self.parent is not None and trial.trial_id not in self.failures:
             self._log_hypervolume(trials, trial)
