@@ -22,7 +22,7 @@ its metric, ASHA grace 1) at 16 px, where every trial lands within 1 % of the ot
 the objective). The Pareto searches rank shape R² against colour accuracy, on ``spread`` only: on ``flat`` no
 trial reaches an R² above 0, so its fronts have no volume from the reference point.
 
-    python scripts/bench_search.py [--quick] [--seeds 5] [--trials 16] [--problems spread,flat]
+    python scripts/bench_search.py [--quick] [--seeds 5] [--first-seed 0] [--trials 16] [--problems spread,flat]
                                    [--objectives single,pareto] [--device cpu|cuda] [--set KEY=VALUE ...]
 """
 
@@ -231,6 +231,7 @@ def print_table(title: str, baseline: str, method: str, score: str, rows: list[d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (to split a run)")
     parser.add_argument("--trials", type=int, default=16, help="trials per search (the same budget for all)")
     parser.add_argument("--problems", default="spread,flat", help=f"comma-separated, of {', '.join(PROBLEMS)}")
     parser.add_argument("--objectives", default="single,pareto", help="comma-separated: single, pareto")
@@ -254,12 +255,13 @@ def main() -> None:
         p = PROBLEMS[name]
         print(f"problem {name}: {p.space} with {p.overrides}" + (f", searching {list(p.parameters)}" if p.parameters
                                                                    else ", its own parameters"))
-    print(f"{trials} trials per search, one at a time; seeds 0…{seeds - 1}; objectives {objectives}; "
+    seed_list = range(args.first_seed, args.first_seed + seeds)
+    print(f"{trials} trials per search, one at a time; seeds {seed_list[0]}…{seed_list[-1]}; objectives {objectives}; "
           f"Pareto: {PARETO}")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     rows: dict[str, list[dict[str, Any]]] = {"single": [], "pareto": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(seeds):
+        for seed in seed_list:
             for name in problems:
                 for objective in objectives:
                     if objective == "pareto" and not PROBLEMS[name].pareto:
@@ -273,8 +275,8 @@ def main() -> None:
                     rows[objective].append({"problem": name, "seed": seed, **row,
                                             "seconds": time.perf_counter() - started})
                     print(f"  {name} {objective} seed {seed}: ratio {row['ratio']:.2f} "
-                          f"({'reached' if row['reached'] else 'not reached'}) in {rows[objective][-1]['seconds']:.0f} s",
-                          flush=True)
+                          f"({'reached' if row['reached'] else 'not reached'}) in {rows[objective][-1]['seconds']:.0f} s; "
+                          f"{json.dumps({'objective': objective, **rows[objective][-1]})}", flush=True)
     ray.shutdown()
     if rows["single"]:
         print_table("Single objective: TPE + ASHA vs random search + FIFO (goal ≤ 0.33, reached in every seed)",
