@@ -38,7 +38,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from distmtl.engine import DistContext, train
 from distmtl.machine import describe
 from distmtl.tune.algorithms import build_scheduler, build_searcher
 from distmtl.tune.hypervolume import hypervolume
-from distmtl.tune.reporting import EPOCHS_DONE, for_tune
+from distmtl.tune.reporting import for_tune
 from distmtl.tune.space import Space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,6 @@ class Search:
 
     reports: list[tuple[float, str, tuple[float, ...]]]
     modes: list[str]
-    trials: int = field(default=0)
 
     def best(self) -> float:
         scores = [v[0] for _, _, v in self.reports]
@@ -181,7 +180,7 @@ def run_search(problem: Problem, pareto: bool, sampler: str, scheduler: str, see
         reports += [(float(t), str(result.metrics["trial_id"]), tuple(float(c.iloc[i]) for c in columns))
                     for i, t in enumerate(frame["reported_at"])]
     metrics_modes = space.modes if pareto else [space.mode]
-    return Search(sorted(reports), metrics_modes, trials)
+    return Search(sorted(reports), metrics_modes)
 
 
 def single_row(searches: dict[str, Search]) -> dict[str, Any]:
