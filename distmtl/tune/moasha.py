@@ -1,7 +1,7 @@
 """Multi-objective ASHA: asynchronous successive halving that ranks trials by several metrics at once.
 
 Rungs and promotion follow Ray Tune's ``AsyncHyperBandScheduler`` (one bracket): milestones at
-``grace_period · η^k`` epochs below ``max_t``; when a trial first reports at or past a milestone it is
+``grace_period · η^k`` epochs up to ``max_t``; when a trial first reports at or past a milestone it is
 compared with the trials already recorded there, continues or stops at once (no trial waits for others),
 and its values are recorded; a trial that reaches ``max_t`` ends. What changes is the comparison (Schmucker
 et al. 2021, "Multi-objective Asynchronous Successive Halving"): a single metric's percentile cut-off
