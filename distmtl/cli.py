@@ -298,6 +298,10 @@ def _tune(args: argparse.Namespace) -> int:
                   f"  distmtl evaluate --model models:/{args.register}/{version} --mlflow-uri {uri}")
     if result.pareto:
         print(_pareto_table(result.pareto, space.modes))
+    if result.hypervolume is not None:
+        from distmtl.tune.hypervolume import describe_hypervolume
+
+        print(describe_hypervolume(*result.hypervolume, space.metrics, space.file.reference_point is not None))
     if result.interrupted:
         print(f"sweep interrupted before its end; continue it with:\n  {_resume_command(args.argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED

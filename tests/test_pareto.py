@@ -30,9 +30,9 @@ def write_space(tmp_path, **fields):
     return path
 
 
-def test_a_space_with_several_metrics_is_a_fifo_pareto_sweep_and_bad_ones_are_refused(tmp_path):
+def test_a_space_with_several_metrics_is_a_pareto_sweep_and_bad_ones_are_refused(tmp_path):
     space = Space(write_space(tmp_path, metric=["val/fine/accuracy", "val/shape/mae"]))
-    assert space.pareto and space.modes == ["max", "min"] and space.scheduler_name == "fifo"
+    assert space.pareto and space.modes == ["max", "min"]
     assert space.objectives == [("val/fine/accuracy", "max"), ("val/shape/mae", "min")]
     assert "Pareto sweep" in space.describe()
     single = Space(write_space(tmp_path, metric="val/fine/accuracy"))
@@ -42,7 +42,42 @@ def test_a_space_with_several_metrics_is_a_fifo_pareto_sweep_and_bad_ones_are_re
         ({"metric": ["val/fine/accuracy", "val/fine/accuracy"]}, "several different ones"),
         ({"metric": ["val/fine/accuracy", "val/nope"]}, "metric 'val/nope' is not reported"),
         ({"metric": ["val/fine/accuracy", "val/shape/mae"], "cv": 3}, "cannot be cross-validated"),
+        ({"metric": "val/fine/accuracy", "scheduler": {"name": "moasha"}}, "moasha ranks several metrics"),
+        ({"metric": "val/fine/accuracy", "reference_point": [0.0]}, "only a Pareto sweep"),
+        ({"metric": ["val/fine/accuracy", "val/shape/mae"], "reference_point": [0.0]}, "1 value\\(s\\) for 2 metrics"),
     ):
         with pytest.raises(ConfigError, match=message) as caught:
             Space(write_space(tmp_path, **fields))
         assert "\n" not in str(caught.value)
+
+
+def test_a_pareto_space_asking_for_asha_gets_multi_objective_asha_and_fifo_stays_fifo(tmp_path):
+    """The scheduler a space gets, as its ``--dry-run`` description says: ASHA (the default) over several metrics is
+    MO-ASHA, built with the space's rungs; ``moasha`` says so explicitly; ``fifo`` runs every trial to its end."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from distmtl.tune.algorithms import build_scheduler
+    from distmtl.tune.moasha import MultiObjectiveASHA
+
+    metrics = ["val/fine/accuracy", "val/shape/mae"]
+    for scheduler in ({}, {"name": "asha", "grace_period": 2}, {"name": "moasha", "grace_period": 2}):
+        space = Space(write_space(tmp_path, metric=metrics, scheduler=scheduler))
+        assert space.scheduler_name == "moasha" and space.stops_early
+        built = build_scheduler(space)
+        assert isinstance(built, MultiObjectiveASHA) and built.metrics == metrics and built.modes == ["max", "min"]
+        assert "scheduler     moasha, multi-objective ASHA" in space.describe()
+        assert "non-dominated sorting" in space.describe()
+    assert min(m for m, _ in built.rungs) == 2
+    fifo = Space(write_space(tmp_path, metric=metrics, scheduler={"name": "fifo"}))
+    assert fifo.scheduler_name == "fifo" and not fifo.stops_early and type(build_scheduler(fifo)) is FIFOScheduler
+    assert "scheduler     fifo (every trial runs all its epochs" in fifo.describe()
+    single = Space(write_space(tmp_path, metric="val/fine/accuracy"))
+    assert single.scheduler_name == "asha" and isinstance(build_scheduler(single), ASHAScheduler)
+    assert "scheduler     asha (max_t" in single.describe()
+
+
+def test_the_dry_run_says_where_hypervolume_is_measured_from(tmp_path):
+    metrics = ["val/fine/accuracy", "val/shape/mae"]
+    stated = Space(write_space(tmp_path, metric=metrics, reference_point=[0.1, 2.0])).describe()
+    assert "hypervolume   from reference point val/fine/accuracy 0.1, val/shape/mae 2" in stated
+    assert "derived from the finished trials" in Space(write_space(tmp_path, metric=metrics)).describe()

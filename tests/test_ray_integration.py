@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from distmtl.cli import main
 from distmtl.engine.checkpoint import load_checkpoint
+from distmtl.tune.hypervolume import hypervolume
 
 from conftest import REPO
 
@@ -221,3 +222,48 @@ def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_clus
     history = client.get_metric_history(resumed.info.run_id, "selective/branches")
     assert [m.step for m in history] == list(range(merge_epoch + 1, 4))  # continued after the checkpoint's epoch
     assert all(m.value <= reports[merge_epoch][0][1] for m in history)  # from the merged model: branches never come back
+
+
+def test_a_pareto_sweep_under_multi_objective_asha_stops_a_dominated_trial_and_logs_hypervolume(ray_cluster, tmp_path,
+                                                                                                 capsys):
+    """Two objectives (colour accuracy and shape R², both maximised), trials one at a time, the learning rate
+    either one that learns or one that leaves the network as initialised; the seeded sampler proposes a learning
+    trial first. At the first rung a trial that did not learn is dominated by one that did and stops: its run is
+    tagged with the scheduler and epoch. The front no finished trial dominates still holds; the parent run has the
+    hypervolume from the stated reference point after each finished trial."""
+    space = tmp_path / "moasha.yaml"
+    space.write_text(yaml.safe_dump({
+        "base": str(REPO / "search_spaces/configs/quick.yaml"), "metric": ["val/colour/accuracy", "val/shape/r2"],
+        "num_samples": 4, "searcher": {"name": "optuna", "sampler": "random", "seed": 0},
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2}, "reference_point": [0.0, -10.0],
+        "parameters": {"optim.lr": {"type": "choice", "values": [1.0e-9, 0.02]}}}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = main(["tune", "--space", str(space), "--workers-per-trial", "2", "--max-concurrent", "1",
+               "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--experiment", "moasha",
+               "--set", "data.num_samples=600", "--set", "data.image_size=16", "--set", "optim.epochs=4"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "stopped by moasha after" in out and "hypervolume" in out and "(stated in the space)" in out
+
+    client = MlflowClient(uri)
+    found = client.search_runs([client.get_experiment_by_name("moasha").experiment_id])
+    (parent,) = [r for r in found if "distmtl.sweep_of" in r.data.tags]
+    trials = [r for r in found if r is not parent]
+    assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
+    stopped = [r for r in trials if r.data.tags.get("distmtl.stopped_by") == "moasha"]
+    assert stopped
+    for run in stopped:
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val/colour/accuracy")]
+        assert max(epochs) == int(run.data.tags["distmtl.stopped_at_epoch"]) < 3
+    points = {r.data.tags["distmtl.trial_id"]: (r.data.metrics["val/colour/accuracy"], r.data.metrics["val/shape/r2"])
+              for r in trials}
+    front = set(parent.data.tags["distmtl.pareto_trials"].split(","))
+    assert front
+    for member in front:
+        assert not any(all(o >= m for o, m in zip(points[other], points[member])) and points[other] != points[member]
+                       for other in points)
+    history = client.get_metric_history(parent.info.run_id, "pareto/hypervolume")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    final = max(history, key=lambda m: m.step).value
+    assert final == pytest.approx(hypervolume(list(points.values()), [0.0, -10.0], ["max", "max"]), rel=1e-6)
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == sorted(m.value for m in history)

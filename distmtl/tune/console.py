@@ -67,7 +67,7 @@ class ConsoleProgress(Callback):
         epochs = int(result.get("epoch", -1)) + 1
         planned = self._planned(trial)
         how = (f"stopped by {self.space.scheduler_name} after {epochs} of {planned} epochs"
-               if 0 < epochs < planned and self.space.scheduler_name == "asha" else f"finished ({epochs} epochs)")
+               if 0 < epochs < planned and self.space.stops_early else f"finished ({epochs} epochs)")
         if self.space.pareto:
             score = "; last " + ", ".join(f"{m} {result[m]:.4g}" for m in self.space.metrics if m in result)
         else:

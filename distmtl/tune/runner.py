@@ -21,6 +21,7 @@ from distmtl.launch.cluster import ensure_ray, resolve_storage
 from distmtl.launch.cross_validation import fold_configs, summarize
 from distmtl.launch.ray_train import Resources, build_trainer
 from distmtl.tune.algorithms import build_scheduler, build_searcher
+from distmtl.tune.hypervolume import front_hypervolume
 from distmtl.tune.pareto import pareto_front
 from distmtl.tune.reporting import TrialReport, for_tune
 from distmtl.tune.space import Space
@@ -60,6 +61,7 @@ class SweepResult:
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
     pareto: list[ParetoMember] = field(default_factory=list)
+    hypervolume: tuple[float, list[float]] | None = None  # a Pareto sweep's, and the reference point it used
     ranking: list[RankedTrial] = field(default_factory=list)
 
 
@@ -141,7 +143,7 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
              experiment, num_samples, workers, resources.cpus_per_worker, gpus, max_concurrent, limit,
              ", trial drivers on the head node" if layout.driver_on_head else "", tracking_uri)
 
-    searcher, scheduler = build_searcher(space, experiment), build_scheduler(space)
+    searcher, scheduler = build_searcher(space, experiment, num_samples), build_scheduler(space)
     trainable = tune.with_resources(
         functools.partial(trial, space=space, resources=resources, storage_path=storage_path, experiment=experiment),
         layout.driver_resources(TRIAL_CPUS),
@@ -180,7 +182,8 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
         configs = {_trial_id(r): {k: v for k, v in r.config.items() if k in f.parameters} for r in done}
         front = [ParetoMember(t, dict(zip(space.metrics, values[t])), configs[t])
                  for t in pareto_front(values, space.modes)]
-        return SweepResult(best_trial_id=None, best_config={}, best_metrics={}, pareto=front, **summary)
+        return SweepResult(best_trial_id=None, best_config={}, best_metrics={}, pareto=front, **summary,
+                           hypervolume=front_hypervolume(list(values.values()), space.modes, f.reference_point))
     if not done:
         return SweepResult(best_trial_id=None, best_config={}, best_metrics={}, **summary)
     sign = 1 if space.mode == "min" else -1

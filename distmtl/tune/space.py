@@ -14,9 +14,12 @@ Example::
       optim.weight_decay: {type: loguniform, low: 1.0e-6, high: 1.0e-2}
 
 Several metrics (``metric: [val/fine/accuracy, val/shape/r2]``, ``mode`` a list or left to each metric's
-direction) make a Pareto sweep: Optuna's multi-objective sampler (TPE or NSGA-II), every trial runs all its
-epochs (ASHA ranks by one number, so the scheduler is FIFO), and each trial is scored by its last epoch's
-values; the sweep ends with the trials no other finished trial dominates.
+direction) make a Pareto sweep: Optuna's multi-objective sampler (TPE or NSGA-II), each trial scored by its last
+epoch's values, and the sweep ends with the trials no other finished trial dominates. Its scheduler is
+multi-objective ASHA (:mod:`distmtl.tune.moasha`) whether the space says ``scheduler: {name: asha}`` (the
+default: successive halving, ranking by every metric) or ``moasha``; ``fifo`` runs every trial to its last
+epoch. ``moasha`` with one metric is refused. ``reference_point`` (one value per metric) fixes the point the
+front's hypervolume is measured from; without it the point is derived (:mod:`distmtl.tune.hypervolume`).
 """
 
 from __future__ import annotations
@@ -99,7 +102,9 @@ class Searcher(_Strict):
 
 
 class Scheduler(_Strict):
-    name: Literal["asha", "fifo"] = "asha"
+    name: Literal["asha", "moasha", "fifo"] = Field(
+        "asha", description="asha: successive halving (multi-objective with several metrics); moasha: say so "
+                            "explicitly (several metrics only); fifo: every trial runs all its epochs.")
     grace_period: int = Field(1, gt=0)
     reduction_factor: float = Field(2.0, gt=1)
 
@@ -122,6 +127,9 @@ class SpaceFile(_Strict):
     searcher: Searcher = Field(default_factory=Searcher)
     scheduler: Scheduler = Field(default_factory=Scheduler)
     resources: TrialResources = Field(default_factory=TrialResources)
+    reference_point: list[float] | None = Field(
+        None, description="Pareto sweeps: where the front's hypervolume is measured from, one value per metric; "
+                          "left out: derived from the finished trials.")
     parameters: dict[str, Parameter] = Field(min_length=1)
 
 
@@ -164,6 +172,16 @@ class Space:
         if len(metrics) > 1 and self.file.cv:
             raise ConfigError(f"{self.path}: cv: a Pareto sweep (several metrics) cannot be cross-validated yet; "
                               "give one metric, or drop cv")
+        if len(metrics) == 1 and self.file.scheduler.name == "moasha":
+            raise ConfigError(f"{self.path}: scheduler.name: moasha ranks several metrics and this space has one "
+                              f"({metrics[0]}); use asha, or list several metrics")
+        reference = self.file.reference_point
+        if reference is not None and len(metrics) == 1:
+            raise ConfigError(f"{self.path}: reference_point: only a Pareto sweep (several metrics) has a hypervolume; "
+                              "drop reference_point, or list several metrics")
+        if reference is not None and len(reference) != len(metrics):
+            raise ConfigError(f"{self.path}: reference_point: {len(reference)} value(s) for {len(metrics)} metrics; "
+                              "give one per metric, in the metric's units, or leave it out to derive it")
         weights = [key for key in self.file.parameters if key.startswith("weighting.weights.")]
         for metric in metrics:
             if metric not in reported:
@@ -192,9 +210,17 @@ class Space:
 
     @property
     def scheduler_name(self) -> str:
-        """ASHA needs per-epoch reports of one metric; a cross-validated trial reports once and a Pareto sweep
-        ranks by several metrics, so both run FIFO."""
-        return "fifo" if self.file.cv or self.pareto else self.file.scheduler.name
+        """The scheduler that runs: a cross-validated trial reports once, so FIFO; successive halving over several
+        metrics is multi-objective ASHA (``moasha``), whether the space says ``asha`` or ``moasha``."""
+        if self.file.cv:
+            return "fifo"
+        name = self.file.scheduler.name
+        return "moasha" if self.pareto and name == "asha" else name
+
+    @property
+    def stops_early(self) -> bool:
+        """Whether the scheduler may end a trial before its last epoch."""
+        return self.scheduler_name != "fifo"
 
     def tune_space(self) -> dict[str, Any]:
         """``{dotted.key: tune sampler}`` for the Tuner's ``param_space``."""
@@ -217,17 +243,33 @@ class Space:
             "metrics       " + ", ".join(f"{m} ({d})" for m, d in self.objectives) + ": Pareto sweep, last-epoch values",
             f"searcher      {f.searcher.name} ({f.searcher.sampler}, seed {f.searcher.seed})"
             + (f", study stored in {f.searcher.storage}" if f.searcher.storage else ""),
-            f"scheduler     {self.scheduler_name}"
-            + (f" (max_t {self.base_config.optim.epochs} epochs, grace {f.scheduler.grace_period}, "
-               f"reduction {f.scheduler.reduction_factor:g})" if self.scheduler_name == "asha" else "")
-            + (" (ASHA ranks by one metric: every trial runs all its epochs)" if self.pareto else ""),
+            f"scheduler     {self._describe_scheduler()}",
             f"trials        {f.num_samples}" + (f", at most {f.max_concurrent} at once" if f.max_concurrent else ""),
             f"per trial     {f.resources.workers_per_trial} worker(s), {f.resources.gpus_per_worker:g} GPU each",
             "parameters:",
         ]
+        if self.pareto:
+            lines.insert(3, "hypervolume   from " + (
+                "reference point " + ", ".join(f"{m} {v:g}" for m, v in zip(self.metrics, f.reference_point))
+                if f.reference_point is not None else
+                "a reference point derived from the finished trials (each metric's worst value, 10% of their "
+                "range beyond)"))
         width = max(map(len, f.parameters))
         lines += [f"  {key:<{width}}  {p.describe()}" for key, p in f.parameters.items()]
         return "\n".join(lines)
+
+    def _describe_scheduler(self) -> str:
+        """Which scheduler runs, with its rungs, and why where the space's word alone does not say it."""
+        f, name = self.file, self.scheduler_name
+        if name == "fifo":
+            why = ("a cross-validated trial reports once" if f.cv else "as the space asks")
+            return f"fifo (every trial runs all its epochs: {why})"
+        rungs = (f"max_t {self.base_config.optim.epochs} epochs, grace {f.scheduler.grace_period}, "
+                 f"reduction {f.scheduler.reduction_factor:g}")
+        if name == "asha":
+            return f"asha ({rungs})"
+        return (f"moasha, multi-objective ASHA ({rungs}): at each rung the top 1/η by non-dominated sorting, "
+                "ties within a front broken by crowding distance")
 
 
 def _task_metric(metrics: dict[str, str]) -> str:

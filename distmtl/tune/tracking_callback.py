@@ -29,6 +29,7 @@ from distmtl.tracking import FAILURE_TAG, MlflowRun, default_journal
 from distmtl.tracking.fallback import FallbackWriter
 from distmtl.tracking.model_export import MODEL_DIR, save_model
 from distmtl.tracking.plots import save_figure
+from distmtl.tune.hypervolume import describe_hypervolume, front_hypervolume, hypervolume_metrics
 from distmtl.tune.pareto import pareto_front
 from distmtl.tune.space import Space
 from distmtl.tune.study_plots import save_study_figures, study_of
@@ -129,14 +130,26 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """FAILED if its training failed; else FINISHED, tagged with the epoch it stopped at when the scheduler
-        (ASHA) ended it early, so early-stopped trials stand out in the runs table."""
+        (ASHA or MO-ASHA) ended it early, so early-stopped trials stand out in the runs table. In a Pareto sweep
+        the parent run gets the front's hypervolume so far."""
         run = self.runs.get(trial.trial_id)
-        if run is not None and trial.trial_id not in self.failures and self.space.scheduler_name == "asha":
+        if self.space.pareto and self.parent is not None and trial.trial_id not in self.failures:
+            self._log_hypervolume(trials, trial)
+        if run is not None and trial.trial_id not in self.failures and self.space.stops_early:
             planned = self.space.trial_config(self._sampled(trial)).optim.epochs
             if 0 <= run.last_epoch < planned - 1:
                 run.set_tags({STOPPED_AT_TAG: str(run.last_epoch), STOPPED_BY_TAG: self.space.scheduler_name})
                 self._log_best_model(run, trial.trial_id)
         self._finish(trial.trial_id, "FAILED" if trial.trial_id in self.failures else "FINISHED")
+
+    def _log_hypervolume(self, trials: list, ended: Any) -> None:
+        """On the parent run, step = trials finished: the hypervolume of their front and its reference point."""
+        finished = [t for t in trials if t.status == Trial.TERMINATED or t is ended]
+        points = [[float((t.last_result or {}).get(m, math.nan)) for m in self.space.metrics] for t in finished
+                  if FAILURE_KEY not in (t.last_result or {})]
+        measured = front_hypervolume(points, self.space.modes, self.space.file.reference_point)
+        if measured is not None:
+            self.parent.log_metrics(hypervolume_metrics(*measured, self.space.metrics), step=len(points))
 
     def _log_best_model(self, run: MlflowRun, trial_id: str) -> None:
         """A trial the scheduler stopped never reached the last epoch, where training saves its model: export
@@ -193,6 +206,9 @@ class MlflowTrialLogger(Callback):
         self.parent.set_tags({"distmtl.pareto_trials": ",".join(front)})
         lines = [f"| trial | {' | '.join(f'{m} ({d})' for m, d in zip(metrics, modes))} |", "|---" * (len(metrics) + 1) + "|"]
         lines += [f"| {t} | {' | '.join(f'{v:.4g}' for v in points[t])} |" for t in front]
+        measured = front_hypervolume(list(points.values()), modes, self.space.file.reference_point)
+        if measured is not None:
+            lines += ["", describe_hypervolume(*measured, metrics, self.space.file.reference_point is not None)]
         self.parent.log_text("\n".join(lines) + "\n", "pareto.md")
         finite = {t: v for t, v in points.items() if all(math.isfinite(x) for x in v)}
         if front:
