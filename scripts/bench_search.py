@@ -167,7 +167,6 @@ def run_search(problem: Problem, pareto: bool, sampler: str, scheduler: str, see
     space = Space(variant, {**problem.overrides, **overrides})
     tuner = tune.Tuner(
         tune.with_resources(functools.partial(trial, space=space, device=device), {"cpu": 1}),
-        param_space=space.tune_space(),
         tune_config=tune.TuneConfig(metric=None if pareto else space.tune_metric, mode=None if pareto else space.mode,
                                     search_alg=build_searcher(space, name), scheduler=build_scheduler(space),
                                     num_samples=trials, max_concurrent_trials=1, reuse_actors=True),

@@ -267,3 +267,30 @@ def test_a_pareto_sweep_under_multi_objective_asha_stops_a_dominated_trial_and_l
     final = max(history, key=lambda m: m.step).value
     assert final == pytest.approx(hypervolume(list(points.values()), [0.0, -10.0], ["max", "max"]), rel=1e-6)
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == sorted(m.value for m in history)
+
+
+def test_a_sweep_over_the_weighting_method_samples_each_method_s_settings_only_where_it_applies(ray_cluster, tmp_path,
+                                                                                                   capsys):
+    """`weighting.method` as a categorical choice and CAGrad's c conditional on it, 2 trials of 2 DDP workers (the
+    seeded random sampler picks pcgrad, then cagrad): each trial's MLflow run holds its method, c only where the
+    method is cagrad, and the per-epoch effective task weights."""
+    space = tmp_path / "methods.yaml"
+    space.write_text(yaml.safe_dump({
+        "base": str(REPO / "search_spaces/configs/quick.yaml"), "metric": "val/loss_unweighted", "num_samples": 2,
+        "searcher": {"sampler": "random", "seed": 0}, "scheduler": {"name": "fifo"},
+        "parameters": {"weighting.method": {"type": "choice", "values": ["fixed", "pcgrad", "cagrad"]},
+                       "weighting.c": {"type": "uniform", "low": 0.1, "high": 0.9, "when": {"weighting.method": "cagrad"}}},
+    }))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["tune", "--space", str(space), "--workers-per-trial", "2", "--storage", str(tmp_path / "results"),
+                 "--mlflow-uri", uri, "--experiment", "methods", *tiny_overrides()]) == 0
+    client = MlflowClient(uri)
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("methods").experiment_id])
+            if "distmtl.trial_id" in r.data.tags]
+    assert sorted(r.data.params["weighting.method"] for r in runs) == ["cagrad", "pcgrad"]
+    for run in runs:
+        method = run.data.params["weighting.method"]
+        assert run.info.status == "FINISHED" and run.data.tags["searched.weighting.method"] == method
+        assert ("weighting.c" in run.data.params) == (method == "cagrad")
+        assert ("searched.weighting.c" in run.data.tags) == (method == "cagrad")
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "weight/fine")] == [0, 1]

@@ -9,8 +9,10 @@ from distmtl.tune.space import Space
 
 
 def build_searcher(space: Space, study_name: str, num_samples: int | None = None) -> Any:
-    """Ray Tune's OptunaSearch with the space's sampler (TPE, random or NSGA-II, seeded), multi-objective for a
-    Pareto space, its study kept in ``searcher.storage`` (under ``study_name``) when the space names one.
+    """Ray Tune's OptunaSearch over the space's define-by-run parameters (conditional ones sampled only where they
+    apply; the Tuner's ``param_space`` stays empty) with the space's sampler (TPE, random or NSGA-II, seeded),
+    multi-objective for a Pareto space, its study kept in ``searcher.storage`` (under ``study_name``) when the space
+    names one.
     TPE samples its first :func:`startup_trials` of the sweep's ``num_samples`` (the space's unless given) at random."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -22,8 +24,10 @@ def build_searcher(space: Space, study_name: str, num_samples: int | None = None
                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed)}[f.searcher.sampler]()
     storage = optuna.storages.RDBStorage(f.searcher.storage) if f.searcher.storage else None
-    objectives = {"metric": space.metrics, "mode": space.modes} if space.pareto else {}
-    return OptunaSearch(sampler=sampler, storage=storage, study_name=study_name if storage else None, **objectives)
+    objectives = {"metric": space.metrics, "mode": space.modes} if space.pareto else \
+        {"metric": space.tune_metric, "mode": space.mode}
+    return OptunaSearch(space=space.search_space(), sampler=sampler, storage=storage,
+                        study_name=study_name if storage else None, **objectives)
 
 
 def startup_trials(num_samples: int) -> int:

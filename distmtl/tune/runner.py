@@ -150,11 +150,10 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     )
     if options.resume:  # the sweep's own settings (searcher state, scheduler, MLflow logger) come back with it
         log.info("resuming sweep %s: finished trials stay, the others continue from their checkpoints", sweep_path)
-        tuner = tune.Tuner.restore(sweep_path, trainable, resume_errored=True, param_space=space.tune_space())
+        tuner = tune.Tuner.restore(sweep_path, trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=space.tune_space(),
             tune_config=tune.TuneConfig(
                 metric=None if space.pareto else space.tune_metric, mode=None if space.pareto else space.mode,
                 search_alg=searcher, scheduler=scheduler,

@@ -36,18 +36,40 @@ from distmtl.engine.assembly import build_parts, check_config
 from distmtl.errors import ConfigError
 
 
+_UNSET = object()
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class Parameter(_Strict):
     """One searched parameter: ``uniform``/``loguniform`` over [low, high], ``randint`` over the integers
-    low..high inclusive, or ``choice`` among ``values``."""
+    low..high inclusive, or ``choice`` among ``values``; with ``when``, sampled only in trials where each named
+    choice parameter (listed earlier in the file) took one of the given values — the settings of one method among
+    several, e.g. ``weighting.c: {type: uniform, low: 0.1, high: 0.9, when: {weighting.method: cagrad}}``."""
 
     type: Literal["uniform", "loguniform", "randint", "choice"]
     low: float | None = None
     high: float | None = None
     values: list[Any] | None = None
+    when: dict[str, Any] | None = None
+
+    def condition(self) -> dict[str, list[Any]]:
+        """``when`` with every value as a list."""
+        return {key: value if isinstance(value, list) else [value] for key, value in (self.when or {}).items()}
+
+    def applies(self, sampled: dict[str, Any]) -> bool:
+        """Whether a trial that sampled ``sampled`` (so far) samples this parameter."""
+        return all(sampled.get(key, _UNSET) in values for key, values in self.condition().items())
+
+    def suggest(self, trial: Any, key: str) -> Any:
+        """The value an Optuna trial suggests for ``key``."""
+        if self.type == "choice":
+            return trial.suggest_categorical(key, self.values)
+        if self.type == "randint":
+            return trial.suggest_int(key, int(self.low), int(self.high))
+        return trial.suggest_float(key, self.low, self.high, log=self.type == "loguniform")
 
     @model_validator(mode="after")
     def _consistent(self) -> Parameter:
@@ -69,16 +91,6 @@ class Parameter(_Strict):
             raise ValueError(f"randint needs integer bounds (got {self.low}, {self.high})")
         return self
 
-    def to_tune(self) -> Any:
-        """The equivalent Ray Tune sampler."""
-        from ray import tune
-
-        if self.type == "choice":
-            return tune.choice(self.values)
-        if self.type == "randint":
-            return tune.randint(int(self.low), int(self.high) + 1)
-        return getattr(tune, self.type)(self.low, self.high)
-
     def endpoints(self) -> list[tuple[str, Any]]:
         """The values that bound the parameter's range (every value of a choice), named for error messages:
         if each is valid for its key, every sample is."""
@@ -89,9 +101,23 @@ class Parameter(_Strict):
         return [("low", self.low), ("high", self.high)]
 
     def describe(self) -> str:
-        if self.type == "choice":
-            return f"choice {self.values}"
-        return f"{self.type} [{self.low:g}, {self.high:g}]"
+        shown = f"choice {self.values}" if self.type == "choice" else f"{self.type} [{self.low:g}, {self.high:g}]"
+        when = " and ".join(f"{k} in {v}" if len(v) > 1 else f"{k} = {v[0]}" for k, v in self.condition().items())
+        return shown + (f"  (when {when})" if when else "")
+
+
+class DefineByRun:
+    """The parameters as Optuna's define-by-run search space, in file order: a conditional parameter is suggested
+    only when its condition holds (Ray Tune's OptunaSearch calls it for every trial; it is pickled with the sweep)."""
+
+    def __init__(self, parameters: dict[str, Parameter]) -> None:
+        self.parameters = parameters
+
+    def __call__(self, trial: Any) -> None:
+        sampled: dict[str, Any] = {}
+        for key, parameter in self.parameters.items():
+            if parameter.applies(sampled):
+                sampled[key] = parameter.suggest(trial, key)
 
 
 class Searcher(_Strict):
@@ -148,17 +174,33 @@ class Space:
         self.base_config = config_from_dict(self.base, source=str(self.base_path))
         parts = build_parts(self.base_config, in_channels=3)  # also checks every name in the base config
         check_source_files(self.base_config.data)
+        self._check_conditions()
         for key, parameter in self.file.parameters.items():
+            chosen = {k: values[0] for k, values in parameter.condition().items()}  # a trial in which it applies
             for bound, value in parameter.endpoints():
                 where = f"{self.path}: parameters.{key}.{bound}"
                 try:
-                    check_config(config_from_dict(apply_overrides(self.base, {key: value}), source=where))
+                    check_config(config_from_dict(apply_overrides(self.base, {**chosen, key: value}), source=where))
                 except ConfigError as exc:
                     raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
         self.metrics, self.modes = self._objectives(parts.metrics)
         self.metric, self.mode = self.metrics[0], self.modes[0]
         # With cross-validation a trial reports once: the folds' mean of their best-epoch metric.
         self.tune_metric = f"cv/best/{self.metric}" if self.file.cv else self.metric
+
+    def _check_conditions(self) -> None:
+        """Each ``when`` names choice parameters listed before it, and values they can take."""
+        earlier: dict[str, Parameter] = {}
+        for key, parameter in self.file.parameters.items():
+            for name, values in parameter.condition().items():
+                where = f"{self.path}: parameters.{key}.when.{name}"
+                if name not in earlier or earlier[name].type != "choice":
+                    raise ConfigError(f"{where}: a condition names a choice parameter listed before this one "
+                                      f"(choices before it: {', '.join(k for k, p in earlier.items() if p.type == 'choice') or 'none'})")
+                unknown = [v for v in values if v not in earlier[name].values]
+                if unknown:
+                    raise ConfigError(f"{where}: {unknown} are not among {name}'s values {earlier[name].values}")
+            earlier[key] = parameter
 
     def _objectives(self, reported: dict[str, str]) -> tuple[list[str], list[str]]:
         """The metrics to optimise and their directions, each checked against what the base config reports."""
@@ -222,9 +264,9 @@ class Space:
         """Whether the scheduler may end a trial before its last epoch."""
         return self.scheduler_name != "fifo"
 
-    def tune_space(self) -> dict[str, Any]:
-        """``{dotted.key: tune sampler}`` for the Tuner's ``param_space``."""
-        return {key: p.to_tune() for key, p in self.file.parameters.items()}
+    def search_space(self) -> DefineByRun:
+        """The parameters as the searcher's define-by-run space (the Tuner's ``param_space`` then stays empty)."""
+        return DefineByRun(self.file.parameters)
 
     def trial_config(self, sampled: dict[str, Any]) -> Config:
         """The full config of a trial: the base with the sampled values applied (and, under

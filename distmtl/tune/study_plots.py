@@ -30,7 +30,8 @@ def study_of(space: Space, scored: list[tuple[dict[str, Any], float]]) -> optuna
     study = optuna.create_study(direction="minimize" if space.mode == "min" else "maximize")
     distributions = {k: distribution(p) for k, p in space.file.parameters.items()}
     for sampled, score in scored:
-        study.add_trial(optuna.trial.create_trial(params=sampled, distributions=distributions, value=score))
+        study.add_trial(optuna.trial.create_trial(params=sampled, distributions={k: distributions[k] for k in sampled},
+                                                  value=score))
     return study
 
 
