@@ -334,7 +334,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
     """``title``, then the table indented, its columns aligned (cells as written)."""
     from tabulate import tabulate
 
-    table = tabulate(rows, header, tablefmt="plain", disable_numparse=True)
+    table = tabulate([header, *rows], tablefmt="plain", disable_numparse=True)  # the header as a row: no extra padding
     return "\n".join([title] + ["  " + line.rstrip() for line in table.splitlines()])
 
 

@@ -59,7 +59,7 @@ class SweepOutcome:
     scored: list[TrialOutcome]
     ranking: list[TrialOutcome]
     front: list[TrialOutcome]
-    total: int  # trials the sweep is to run
+    total: int  # trials the sweep is to run (those it was asked for, or more if Tune made more)
 
     @property
     def best(self) -> TrialOutcome | None:
@@ -77,12 +77,13 @@ class SweepOutcome:
     @property
     def interrupted(self) -> bool:
         """Whether the sweep stopped before every trial it is to run ended (``--resume`` continues it)."""
-        return self.ended < max(len(self.trials), self.total)
+        return self.ended < self.total
 
 
 def sweep_outcome(trials: list[Trial], space: Space, total: int) -> SweepOutcome:
-    """The outcome of a sweep of ``space`` that is to run ``total`` trials, from Tune's ``trials``."""
+    """The outcome of a sweep of ``space`` asked to run ``total`` trials, from Tune's ``trials``."""
     outcomes = [trial_outcome(t, space) for t in trials]
+    total = max(len(outcomes), total)
     if space.pareto:
         finished = {t.trial_id: t for t in outcomes if t.finished}
         front = pareto_front({i: t.values(space.metrics) for i, t in finished.items()}, space.modes)

@@ -88,7 +88,6 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     """Start (or join) Ray, run the sweep, log every trial and the sweep's outcome to MLflow, and return it."""
     import optuna
     from ray import tune
-    from ray.tune import ExperimentAnalysis
 
     from distmtl.tracking import default_tracking_uri
     from distmtl.tune.console import ConsoleProgress, status_table
@@ -100,11 +99,11 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     storage_path = resolve_storage(options.storage)
     sweep_path = f"{storage_path}/{experiment}"
     num_samples = options.num_samples or f.num_samples
-    check_sweep_resume(sweep_path, options.resume, num_samples)
-    tracking_uri = options.mlflow_uri or default_tracking_uri()
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter: silent at verbose=0, else status_table's table
     if not options.verbose:  # Tune's banners and Optuna's notices: ConsoleProgress speaks instead
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_sweep_resume(space, sweep_path, options.resume, num_samples)
+    tracking_uri = options.mlflow_uri or default_tracking_uri()
     workers = options.workers_per_trial or f.resources.workers_per_trial
     gpus = f.resources.gpus_per_worker if options.gpus_per_worker is None else options.gpus_per_worker
     layout = ensure_ray(Request(workers, gpus, options.cpus_per_worker or f.resources.cpus_per_worker, TRIAL_CPUS,
@@ -144,12 +143,12 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
                 ),
             )
         tuner.fit()
-        outcome = sweep_outcome(ExperimentAnalysis(sweep_path).trials, space, num_samples)
+        outcome = saved_outcome(space, sweep_path, num_samples)
         log_outcome(parent, experiment, space, outcome)
     return SweepResult(outcome, storage_path, experiment)
 
 
-def check_sweep_resume(sweep_path: str, resume: bool, num_samples: int) -> None:
+def check_sweep_resume(space: Space, sweep_path: str, resume: bool, num_samples: int) -> None:
     """Refuse ``--resume`` without a sweep to resume, and a new sweep over an unfinished one (which would
     make it impossible to resume) — before Ray starts."""
     from ray import tune
@@ -160,17 +159,16 @@ def check_sweep_resume(sweep_path: str, resume: bool, num_samples: int) -> None:
         return
     if not tune.Tuner.can_restore(sweep_path):
         return
-    ended, total = saved_progress(sweep_path, num_samples)
-    if ended < total:
-        raise DistmtlError(f"{sweep_path} holds an unfinished sweep ({ended} of {total} trials ended): add --resume "
-                           "to continue it, or start a new one under another --experiment (or delete that folder)")
+    saved = saved_outcome(space, sweep_path, num_samples)
+    if saved.interrupted:
+        raise DistmtlError(f"{sweep_path} holds an unfinished sweep ({saved.ended} of {saved.total} trials ended): add "
+                           "--resume to continue it, or start a new one under another --experiment (or delete that "
+                           "folder)")
 
 
-def saved_progress(sweep_path: str, num_samples: int) -> tuple[int, int]:
-    """(trials ended, trials the sweep is to run) by the sweep's saved state: Tune saves it before it stops
-    the trials of an interrupted sweep, which it then reports as terminated."""
+def saved_outcome(space: Space, sweep_path: str, num_samples: int) -> SweepOutcome:
+    """The outcome of the sweep at ``sweep_path`` by its saved state: Tune saves it before it stops the trials of an
+    interrupted sweep (which it then reports as terminated), so those count as not ended."""
     from ray.tune import ExperimentAnalysis
-    from ray.tune.experiment import Trial
 
-    trials = ExperimentAnalysis(sweep_path).trials
-    return sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials), max(len(trials), num_samples)
+    return sweep_outcome(ExperimentAnalysis(sweep_path).trials, space, num_samples)
