@@ -41,7 +41,7 @@ def test_a_runs_best_model_is_a_logged_model_that_scores_its_test_metrics_again_
     tests = {k: v for k, v in final.items() if k.startswith("test/")}
     assert tests and all(linked[k] == v for k, v in tests.items()) and linked["epoch"] == last
     assert model.params["optim.epochs"] == str(config.optim.epochs)
-    assert [m.step for m in client.get_metric_history(run.real_run_id, "test/loss")] == [last]  # linked, not logged again
+    assert [m.step for m in client.get_metric_history(run.real_run_id, "test/loss")] == [last]  # not logged again
 
     expected = {k: round(v, 4) for k, v in tests.items()}
     for uri_form in (f"models:/{model.model_id}", f"runs:/{run.real_run_id}/model",

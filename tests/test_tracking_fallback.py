@@ -173,7 +173,8 @@ def test_a_model_logged_while_the_server_is_down_is_replayed_as_the_runs_logged_
 
     dead = f"http://127.0.0.1:{free_port()}"
     journal = tmp_path / "sweep.jsonl"
-    with MlflowRun(dead, "exp", "trial-m", {"optim": {"lr": 0.1}}, writer=FallbackWriter(dead, journal, retry_s=3600)) as run:
+    writer = FallbackWriter(dead, journal, retry_s=3600)
+    with MlflowRun(dead, "exp", "trial-m", {"optim": {"lr": 0.1}}, writer=writer) as run:
         for epoch in range(2):
             run.log_epoch({"epoch": epoch, "val/loss": 1.0 / (epoch + 1), "test/fine/accuracy": 0.5 + epoch / 4})
         folder = tmp_path / "model"

@@ -185,7 +185,8 @@ def test_a_trial_run_takes_its_params_from_the_trials_first_report(tmp_path):
     report(t, epoch(1), logger)
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
-    assert run.data.params["optim.lr"] == "0.02" and run.data.params["model.bottleneck"] == str(settings.model.bottleneck)
+    assert run.data.params["optim.lr"] == "0.02"
+    assert run.data.params["model.bottleneck"] == str(settings.model.bottleneck)
     assert run.data.tags["searched.model.dropout"] == "0.1" and run.data.tags["mlflow.source.name"] == "distmtl tune"
     assert run.inputs.dataset_inputs[0].dataset.name == "synthetic"
     assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}

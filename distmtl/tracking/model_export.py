@@ -88,7 +88,8 @@ def register_trial_model(tracking_uri: str, experiment: str, trial_id: str, name
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], f"tags.`distmtl.trial_id` = '{trial_id}'") if found else []
     if not runs:
-        raise DistmtlError(f"--register: no MLflow run of trial {trial_id} in experiment '{experiment}' at {tracking_uri}")
+        raise DistmtlError(f"--register: no MLflow run of trial {trial_id} in experiment '{experiment}' at "
+                           f"{tracking_uri}")
     outputs = runs[0].outputs.model_outputs if runs[0].outputs else []
     if not outputs:
         raise DistmtlError(f"--register: the MLflow run of trial {trial_id} ({runs[0].info.run_id}) has no logged "

@@ -16,13 +16,12 @@ from distmtl.tracking import MlflowRun, default_journal
 from distmtl.tracking.fallback import FallbackWriter
 from distmtl.tracking.mlflow_run import find_runs
 from distmtl.tracking.plots import save_figure
+from distmtl.tracking.ui import SWEEP_PARENT_TAG
 from distmtl.tune.outcome import SweepOutcome, TrialOutcome, short_value
 from distmtl.tune.space import Space
 from distmtl.tune.study_plots import save_study_figures, study_of
 from distmtl.tune.tracking_callback import TRIAL_TAG
 
-#: On a sweep's parent run: the sweep's storage path (trial runs carry ``distmtl.sweep`` instead).
-PARENT_TAG = "distmtl.sweep_of"
 #: On the runs of a Pareto sweep's front.
 PARETO_TAG = "distmtl.pareto"
 
@@ -30,12 +29,13 @@ PARETO_TAG = "distmtl.pareto"
 def open_sweep_run(tracking_uri: str, experiment: str, space: Space, sweep: str) -> MlflowRun:
     """The sweep's parent run: reopened (RUNNING again) when an earlier driver of this sweep made it, else created."""
     journal = default_journal(experiment, tracking_uri)
-    existing = find_runs(FallbackWriter(tracking_uri, journal).client, experiment, f"tags.`{PARENT_TAG}` = '{sweep}'")
+    client = FallbackWriter(tracking_uri, journal).client  # with MLflow's retries bounded
+    existing = find_runs(client, experiment, f"tags.`{SWEEP_PARENT_TAG}` = '{sweep}'")
     if existing:
         return MlflowRun.reopen(tracking_uri, existing[0].info.run_id, journal=journal)
     f = space.file
     run = MlflowRun(tracking_uri, experiment, f"sweep-{experiment}", f.model_dump(mode="json"),
-                    {PARENT_TAG: sweep, "distmtl.space": str(space.path),
+                    {SWEEP_PARENT_TAG: sweep, "distmtl.space": str(space.path),
                      "distmtl.searcher": f"{f.searcher.name}/{f.searcher.sampler}",
                      "distmtl.scheduler": space.scheduler_name},
                     command="tune", journal=journal, experiment_description=_description(space, experiment))
@@ -49,7 +49,8 @@ def log_outcome(run: MlflowRun, experiment: str, space: Space, outcome: SweepOut
     metric = space.tune_metric
     best = outcome.best
     if best is not None:
-        run.set_tags({"distmtl.best_trial_id": best.trial_id, **{f"best.{k}": str(v) for k, v in best.searched.items()}})
+        run.set_tags({"distmtl.best_trial_id": best.trial_id,
+                      **{f"best.{k}": str(v) for k, v in best.searched.items()}})
         run.log_metrics({f"best/{metric}": best.score}, step=0)
     run.log_metrics({"sweep/trials_ended": outcome.ended, "sweep/trials_failed": len(outcome.failed)}, step=0)
     rows = [{"trial_id": t.trial_id, "status": t.status, "epochs": t.epochs, "best": t.score, "failure": t.failure,
