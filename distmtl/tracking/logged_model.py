@@ -29,9 +29,9 @@ def log_model_folder(client: MlflowClient, run_id: str, folder: str, name: str) 
     client.log_model_artifacts(model.model_id, folder)
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)])
+    latest = run.to_proto().data.metrics  # each metric's latest point, with its time and step
     linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model.model_id, run_id=run_id)
-              for key in run.data.metrics for m in client.get_metric_history(run_id, key)
-              if m.step == step and m.model_id is None]
+              for m in latest if m.step == step]
     for i in range(0, len(linked), _BATCH):  # same key, value, time and step: the run's history gains no point
         client.log_batch(run_id, metrics=linked[i : i + _BATCH])
     return model.model_id
