@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="score a model a run or sweep logged to MLflow on its test split")
     evaluate.add_argument("--model", required=True, metavar="URI",
-                          help="runs:/<run id>/artifacts/model, models:/<name>/<version>, or a local model folder")
+                          help="models:/<model id>, runs:/<run id>/model, models:/<name>/<version>, or a local model "
+                               "folder")
     evaluate.add_argument("--config", default=None, metavar="FILE",
                           help="run configuration (default: the config.yaml saved with the model)")
     evaluate.add_argument("--split", default="test", choices=["val", "test"], help="which split to score (default test)")
@@ -257,7 +258,7 @@ def _tune(args: argparse.Namespace) -> int:
     space = Space(args.space, _overrides(args))
     if args.register and space.pareto:
         raise DistmtlError("--register: a Pareto sweep has no single best model; register a front member's "
-                           "runs:/<run id>/artifacts/model with MLflow")
+                           "runs:/<run id>/model with MLflow")
     if args.dry_run:
         print(space.describe())
         return 0
@@ -275,68 +276,70 @@ def _tune(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     ))
     elapsed = time.perf_counter() - started
-    print(f"\nsweep '{result.experiment}': {result.num_trials} trial(s) in {elapsed:.1f} s; results in "
+    outcome = result.outcome
+    print(f"\nsweep '{result.experiment}': {len(outcome.trials)} trial(s) in {elapsed:.1f} s; results in "
           f"{result.storage_path}/{result.experiment}")
-    if result.failed:
-        print(f"{len(result.failed)} trial(s) failed:")
-        for trial_id, reason in result.failed.items():
+    if outcome.failed:
+        print(f"{len(outcome.failed)} trial(s) failed:")
+        for trial_id, reason in outcome.failed.items():
             print(f"  {trial_id}: {reason}")
-    if result.ranking:
-        print(_ranking_table(result.ranking, f"best {space.tune_metric} ({space.mode})"))
-    if result.best_trial_id is not None:
-        print(f"best trial {result.best_trial_id} ({space.tune_metric}, {space.mode}):")
-        for key, value in result.best_config.items():
+    if outcome.ranking:
+        print(_ranking_table(outcome.ranking, f"best {space.tune_metric} ({space.mode})"))
+    if outcome.best is not None:
+        print(f"best trial {outcome.best.trial_id} ({space.tune_metric}, {space.mode}):")
+        for key, value in outcome.best.searched.items():
             print(f"  {key} = {value}")
         print(_format_metrics("its last report (val/: last epoch; best/: best epoch; test/: at the best epoch)",
-                              result.best_metrics))
+                              outcome.best.last))
         if args.register:
             from distmtl.tracking.model_export import register_trial_model
 
             uri = args.mlflow_uri or default_tracking_uri()
-            model_uri, version = register_trial_model(uri, result.experiment, result.best_trial_id, args.register)
+            model_uri, version = register_trial_model(uri, result.experiment, outcome.best.trial_id, args.register)
             print(f"registered {model_uri} as model '{args.register}' version {version}; score it again with:\n"
                   f"  distmtl evaluate --model models:/{args.register}/{version} --mlflow-uri {uri}")
-    if result.pareto:
-        print(_pareto_table(result.pareto, space.modes))
-    if result.hypervolume is not None:
+    if outcome.front:
+        print(_pareto_table(outcome.front, space.metrics, space.modes))
+    if outcome.hypervolume is not None:
         from distmtl.tune.hypervolume import describe_hypervolume
 
-        print(describe_hypervolume(*result.hypervolume, space.metrics, space.file.reference_point is not None))
-    if result.interrupted:
+        print(describe_hypervolume(*outcome.hypervolume, space.metrics, space.file.reference_point is not None))
+    if outcome.interrupted:
         print(f"sweep interrupted before its end; continue it with:\n  {_resume_command(args.argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if result.best_trial_id is None and not result.pareto:
+    if outcome.best is None and not outcome.front:
         print("distmtl: error: no trial finished", file=sys.stderr)
         return EXIT_FAILED
     return 0
 
 
-def _pareto_table(front: list, modes: list[str]) -> str:
+def _pareto_table(front: list, metrics: list[str], modes: list[str]) -> str:
     """The Pareto front as a console table: one row per trial, its last-epoch objectives and searched values."""
-    from distmtl.tune.tracking_callback import short_value
+    from distmtl.tune.outcome import short_value
 
-    metrics = list(front[0].values)
-    keys = sorted({k for member in front for k in member.config})
+    keys = sorted({k for member in front for k in member.searched})
     header = ["trial", *(f"{m} ({d})" for m, d in zip(metrics, modes)), *keys]
-    rows = [[m.trial_id, *(f"{m.values[k]:.4g}" for k in metrics), *(short_value(m.config.get(k, "")) for k in keys)]
-            for m in sorted(front, key=lambda m: m.values[metrics[0]])]
+    rows = [[t.trial_id, *(f"{v:.4g}" for v in t.values(metrics)), *(short_value(t.searched.get(k, "")) for k in keys)]
+            for t in sorted(front, key=lambda t: t.values(metrics)[0])]
     return _table(f"Pareto front: {len(front)} trial(s) that no other finished trial beats on every metric", header, rows)
 
 
 def _ranking_table(ranking: list, score: str) -> str:
     """The scored trials, best first: rank, trial, epochs run, best score, searched values."""
-    from distmtl.tune.tracking_callback import short_value
+    from distmtl.tune.outcome import short_value
 
-    keys = sorted({k for trial in ranking for k in trial.config})
-    rows = [[str(i), t.trial_id, str(t.epochs), f"{t.score:.4g}", *(short_value(t.config.get(k, "")) for k in keys)]
+    keys = sorted({k for trial in ranking for k in trial.searched})
+    rows = [[str(i), t.trial_id, str(t.epochs), f"{t.score:.4g}", *(short_value(t.searched.get(k, "")) for k in keys)]
             for i, t in enumerate(ranking, 1)]
     return _table("trials, best first:", ["#", "trial", "epochs", score, *keys], rows)
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join([title] + ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
-                                for r in [header, *rows]])
+    """``title``, then the table indented, its columns aligned (cells as written)."""
+    from tabulate import tabulate
+
+    table = tabulate([header, *rows], tablefmt="plain", disable_numparse=True)  # the header as a row: no extra padding
+    return "\n".join([title] + ["  " + line.rstrip() for line in table.splitlines()])
 
 
 def _recipe(args: argparse.Namespace) -> int:
@@ -379,11 +382,9 @@ def _baseline(args: argparse.Namespace) -> int:
     config = load_config(args.config, parse_set_args(args.overrides))
     check_config(config)
     result = transfer_baseline(config, args.classify, args.map)
-    run = MlflowRun(args.mlflow_uri or default_tracking_uri(), args.experiment or Path(args.config).stem,
-                    f"transfer-baseline-{args.classify}-{args.map}", config.model_dump(),
-                    tags={"distmtl.command": "baseline"})
-    run.log_metrics(result, step=config.optim.epochs - 1)
-    run.finish()
+    with MlflowRun(args.mlflow_uri or default_tracking_uri(), args.experiment or Path(args.config).stem,
+                   f"transfer-baseline-{args.classify}-{args.map}", config.model_dump(), command="baseline") as run:
+        run.log_metrics(result, step=config.optim.epochs - 1)
     print(f"transfer baseline: '{args.classify}' classifier frozen, ridge (alpha {result['transfer/ridge_alpha']:g}) "
           f"to '{args.map}':")
     for key in sorted(k for k in result if k.startswith(("test/", "transfer/test/"))):
@@ -462,26 +463,25 @@ def _format_metrics(title: str, metrics: dict) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     from distmtl.config import load_config, parse_set_args
     from distmtl.engine import LocalReporter, Trainer
     from distmtl.engine.assembly import check_config
     from distmtl.tracking import default_tracking_uri
-    from distmtl.tracking.model_export import CONFIG_FILE, load_model
+    from distmtl.tracking.model_export import CONFIG_FILE, download_model, load_model
 
     if ":/" not in args.model and not Path(args.model).is_dir():
-        raise DistmtlError(f"--model {args.model}: no such model folder; give runs:/<run id>/artifacts/model, "
-                           "models:/<name>/<version>, or the folder of a saved model")
+        raise DistmtlError(f"--model {args.model}: no such model folder; give models:/<model id>, runs:/<run id>/"
+                           "model, models:/<name>/<version>, or the folder of a saved model")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="distmtl-model-") as scratch:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(
-                args.model, dst_path=scratch, tracking_uri=args.mlflow_uri or default_tracking_uri()))
+            local = download_model(args.model, scratch, args.mlflow_uri or default_tracking_uri())
         except (MlflowException, OSError) as exc:
-            raise DistmtlError(f"--model {args.model}: not found ({str(exc).splitlines()[0]}); give runs:/<run id>/"
-                               "artifacts/model of a run that finished, models:/<name>/<version>, or a model folder") from None
+            raise DistmtlError(f"--model {args.model}: not found ({str(exc).splitlines()[0]}); give models:/<model id>, "
+                               "runs:/<run id>/model of a run that finished, models:/<name>/<version>, or a model "
+                               "folder") from None
         config_path = Path(args.config) if args.config else local / CONFIG_FILE
         if not config_path.is_file():
             raise DistmtlError(f"--model {args.model} carries no {CONFIG_FILE}; give --config FILE")

@@ -37,7 +37,9 @@ def test_train_runs_two_ddp_workers_and_tracks_the_run(ray_cluster, tmp_path, ca
     assert run.info.status == "FINISHED" and run.data.params["optim.epochs"] == "2"
     assert TASK_METRICS | {"test/fine/accuracy"} <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/fine/accuracy")] == [0, 1]
-    assert run.data.tags["distmtl.workers"] == "2"
+    assert run.data.tags["distmtl.workers"] == "2" and run.data.tags["mlflow.source.name"] == "distmtl train"
+    (model,) = client.search_logged_models([run.info.experiment_id])  # the best model, exported by the driver
+    assert model.source_run_id == run.info.run_id and "test/fine/accuracy" in {m.key for m in model.metrics}
 
 
 def test_tune_sweep_logs_one_run_per_trial_with_params_and_per_task_metrics(ray_cluster, tmp_path, capsys):
@@ -65,8 +67,9 @@ def test_tune_sweep_logs_one_run_per_trial_with_params_and_per_task_metrics(ray_
         with open(local) as f:
             config = yaml.safe_load(f)
         assert str(config["model"]["bottleneck"]) == run.data.params["model.bottleneck"]
-        assert "artifacts/model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "artifacts/model")}
         assert run.data.tags["distmtl.version"] and run.inputs.dataset_inputs[0].dataset.name == "synthetic"
+    models = client.search_logged_models([parent.info.experiment_id])  # every trial's best model, ASHA-stopped or not
+    assert sorted(m.source_run_id for m in models) == sorted(r.info.run_id for r in runs)
     (registered,) = client.search_model_versions("name = 'sweep-best'")
     assert registered.run_id == next(r.info.run_id for r in runs
                                      if r.data.tags["distmtl.trial_id"] == parent.data.tags["distmtl.best_trial_id"])
@@ -160,8 +163,10 @@ def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster,
             "cross_stitch/stage0/same"} <= set(run.data.metrics)
     files = {f.path for f in client.list_artifacts(run.info.run_id, "artifacts")}
     assert {f"artifacts/cross_stitch_alpha_epoch00{e}.{kind}" for e in (0, 1) for kind in ("json", "png")} | \
-        {"artifacts/confusion_matrix@fine_epoch001.png", "artifacts/model",
+        {"artifacts/confusion_matrix@fine_epoch001.png",
          "artifacts/segmentation_examples@mask_epoch001.png", "artifacts/detection_examples@bbox_epoch001.png"} <= files
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run.info.run_id
 
 
 def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_cluster, tmp_path, capsys):

@@ -165,3 +165,32 @@ def test_a_record_the_store_refuses_is_reported_and_does_not_stop_the_others(ser
     assert not writer.offline and not (tmp_path / "j.jsonl").exists()
     assert "refused a record (log_batch)" in capsys.readouterr().err
     assert MlflowClient(server.uri).get_run(run.run_id).data.metrics == {"epoch": 0.0, "val/loss": 1.0}
+
+
+def test_a_model_logged_while_the_server_is_down_is_replayed_as_the_runs_logged_model(tmp_path, monkeypatch):
+    import mlflow.pytorch
+    import torch
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    journal = tmp_path / "sweep.jsonl"
+    writer = FallbackWriter(dead, journal, retry_s=3600)
+    with MlflowRun(dead, "exp", "trial-m", {"optim": {"lr": 0.1}}, writer=writer) as run:
+        for epoch in range(2):
+            run.log_epoch({"epoch": epoch, "val/loss": 1.0 / (epoch + 1), "test/fine/accuracy": 0.5 + epoch / 4})
+        folder = tmp_path / "model"
+        mlflow.pytorch.save_model(torch.nn.Linear(2, 3), str(folder), serialization_format="pickle")
+        run.log_model(folder, "model")
+        shutil.rmtree(folder)  # the saved model may be temporary: the journal kept a copy
+    assert [json.loads(line)["op"] for line in journal.read_text().splitlines()[-2:]] == ["log_model", "status"]
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["mlflow", "replay", str(journal), "--mlflow-uri", store]) == 0 and not journal.exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("exp").experiment_id
+    (replayed,) = client.search_runs([experiment])
+    (model,) = client.search_logged_models([experiment])
+    assert model.source_run_id == replayed.info.run_id and model.name == "model"
+    assert {m.key: (m.step, m.value) for m in model.metrics} == {
+        "epoch": (1, 1.0), "val/loss": (1, 0.5), "test/fine/accuracy": (1, 0.75)}  # the run's last epoch
+    assert mlflow.pytorch.load_model(f"models:/{model.model_id}").out_features == 3

@@ -1,14 +1,22 @@
 """The sweep's MLflow logger in-process, through a driver that dies and one that resumes the sweep: a
-trial keeps its one run, epochs are logged once, and no run of the sweep is left RUNNING."""
+trial keeps its one run, epochs are logged once, and no run of the sweep is left RUNNING. The driver learns
+a trial's planned epochs and settings from its reports and never rebuilds its config; the sweep's outcome is
+computed once and goes to the console and to the parent run alike."""
 
+import json
 import pickle
+from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
-from distmtl.cli import main
+from distmtl.cli import _ranking_table, main
 from distmtl.tune.console import ConsoleProgress, status_table
+from distmtl.tune.outcome import sweep_outcome
+from distmtl.tune.reporting import EPOCHS_PLANNED, SETTINGS
 from distmtl.tune.space import Space
+from distmtl.tune.sweep_run import log_outcome, open_sweep_run
 from distmtl.tune.tracking_callback import MlflowTrialLogger
 
 from conftest import REPO
@@ -24,7 +32,23 @@ def trial(trial_id: str, status: str = Trial.RUNNING) -> Trial:
 
 
 def epoch(e: int) -> dict:
-    return {"epoch": e, "val/loss": 1.0 / (e + 1), "trial_id": "x", "training_iteration": e + 1}
+    return {"epoch": e, "val/loss": 1.0 / (e + 1), "trial_id": "x", "training_iteration": e + 1, EPOCHS_PLANNED: 6}
+
+
+@pytest.fixture(autouse=True)
+def driver_never_rebuilds_a_trial_config(monkeypatch):
+    """Whatever the driver's callbacks show, tag or log of a trial comes from its reports."""
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("the driver rebuilt a trial's config")
+
+    monkeypatch.setattr(Space, "trial_config", rebuilt)
+
+
+def report(t: Trial, result: dict, *callbacks) -> None:
+    """A result as Tune hands it out: the callbacks see it, then the trial keeps it."""
+    for callback in callbacks:
+        callback.on_trial_result(0, [], t, result)
+    t.update_last_result(result)
 
 
 def test_a_trial_resumed_by_a_new_driver_continues_its_run_and_stale_runs_are_closed(tmp_path):
@@ -90,7 +114,7 @@ def test_a_trial_the_scheduler_stopped_early_is_tagged_with_its_last_epoch(tmp_p
     for t, epochs in ((full, space.base_config.optim.epochs), (stopped, 2)):
         logger.on_trial_start(0, [], t)
         for e in range(epochs):
-            logger.on_trial_result(0, [], t, epoch(e))
+            report(t, epoch(e), logger)
         logger.on_trial_complete(0, [], t)
 
     client = MlflowClient(uri)
@@ -150,40 +174,109 @@ def test_the_verbose_status_table_shows_the_searched_values_and_the_metric_at_mo
     assert [r.split("|")[1].strip() for r in rows] == ["trial_ffff_00002", "trial_ffff_00001", "trial_ffff_00000"]
 
 
+def test_a_trial_run_takes_its_params_from_the_trials_first_report(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = Space(REPO / "search_spaces/quick.yaml")
+    logger = MlflowTrialLogger(uri, "sweep", space, sweep=str(tmp_path / "s"))
+    settings = space.base_config.model_copy(update={"optim": space.base_config.optim.model_copy(update={"lr": 0.02})})
+    t = trial("gggg_00001")
+    logger.on_trial_start(0, [], t)
+    report(t, {**epoch(0), SETTINGS: json.dumps(settings.model_dump(mode="json"))}, logger)
+    report(t, epoch(1), logger)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    assert run.data.params["optim.lr"] == "0.02"
+    assert run.data.params["model.bottleneck"] == str(settings.model.bottleneck)
+    assert run.data.tags["searched.model.dropout"] == "0.1" and run.data.tags["mlflow.source.name"] == "distmtl tune"
+    assert run.inputs.dataset_inputs[0].dataset.name == "synthetic"
+    assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert SETTINGS not in run.data.params and EPOCHS_PLANNED not in run.data.metrics
+
+
+def test_the_sweeps_outcome_is_computed_once_and_the_console_and_mlflow_show_the_same(tmp_path):
+    space = Space(REPO / "search_spaces/quick.yaml")  # val/loss_unweighted, min
+    trials = {name: trial(f"hhhh_0000{i}") for i, name in enumerate(["good", "better", "diverged", "errored", "cut"])}
+    for name, scores in (("good", [3.0, 2.5]), ("better", [2.8, 2.0, 2.2]), ("errored", [1.0])):
+        for e, score in enumerate(scores):
+            trials[name].update_last_result({**epoch(e), "val/loss_unweighted": score})
+    trials["diverged"].update_last_result({**epoch(0), "val/loss_unweighted": float("inf"),
+                                           "failure": "diverged at epoch 0, step 3: loss nan"})
+    for name in ("good", "better", "diverged"):
+        trials[name].set_status(Trial.TERMINATED)
+    trials["errored"].set_status(Trial.ERROR)
+    outcome = sweep_outcome(list(trials.values()), space, total=5)
+
+    assert [t.trial_id for t in outcome.ranking] == ["hhhh_00001", "hhhh_00000"]  # best epoch 2.0, then 2.5
+    assert outcome.best.trial_id == "hhhh_00001" and outcome.best.score == 2.0 and outcome.best.epochs == 3
+    assert outcome.failed == {"hhhh_00002": "diverged at epoch 0, step 3: loss nan",
+                              "hhhh_00003": "the trial raised an error (see error.txt in its folder)"}
+    assert outcome.ended == 4 and outcome.interrupted and outcome.front == []
+    console = _ranking_table(outcome.ranking, "best val/loss_unweighted (min)").splitlines()
+    assert [line.split()[1] for line in console[2:]] == ["hhhh_00001", "hhhh_00000"]
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with open_sweep_run(uri, "sweep", space, str(tmp_path / "s")) as parent:
+        log_outcome(parent, "sweep", space, outcome)
+    client = MlflowClient(uri)
+    logged = client.get_run(parent.run_id)
+    assert logged.info.status == "KILLED" and logged.data.tags["distmtl.best_trial_id"] == "hhhh_00001"
+    assert logged.data.metrics["sweep/trials_failed"] == 2
+    rows = json.loads(Path(client.download_artifacts(parent.run_id, "trials.json", str(tmp_path))).read_text())
+    assert [(r["trial_id"], r["status"], r["best"], r["failure"]) for r in rows] == [
+        (t.trial_id, t.status, t.score, t.failure) for t in outcome.trials]
+    table = Path(client.download_artifacts(parent.run_id, "trials.md", str(tmp_path))).read_text().splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    assert cells[0][:4] == ["trial", "status", "epochs", "best val/loss_unweighted"] and cells[0][-1] == "failure"
+    assert [c[:4] for c in cells[2:4]] == [["hhhh_00000", "TERMINATED", "2", "2.5"],
+                                           ["hhhh_00001 (best)", "TERMINATED", "3", "2"]]
+    assert cells[4][-1] == "diverged at epoch 0, step 3: loss nan"
+
+
+def test_a_pareto_sweeps_front_is_the_finished_trials_no_other_beats(tmp_path):
+    space = Space(REPO / "search_spaces/pareto.yaml")  # val/fine/accuracy and val/shape/r2, both max
+    points = {"iiii_00001": (0.6, 0.3), "iiii_00002": (0.5, 0.2), "iiii_00003": (0.4, 0.5), "iiii_00004": (0.9, 0.9)}
+    trials = []
+    for trial_id, (accuracy, r2) in points.items():
+        t = trial(trial_id, Trial.TERMINATED if trial_id != "iiii_00004" else Trial.RUNNING)  # the last did not end
+        t.update_last_result({**epoch(1), "val/fine/accuracy": accuracy, "val/shape/r2": r2})
+        trials.append(t)
+    outcome = sweep_outcome(trials, space, total=4)
+    assert [t.trial_id for t in outcome.front] == ["iiii_00001", "iiii_00003"] and outcome.best is None
+    assert outcome.ranking == [] and outcome.interrupted
+
+
 def test_a_sweep_has_one_parent_run_with_its_trials_nested_and_the_best_one_named(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = Space(REPO / "search_spaces/quick.yaml")  # val/loss_unweighted, min
-    logger = MlflowTrialLogger(uri, "sweep", space, sweep=str(tmp_path / "s"), num_samples=3)
-    restored = pickle.loads(pickle.dumps(logger))
-    logger.setup()
+    parent = open_sweep_run(uri, "sweep", space, str(tmp_path / "s"))
+    logger = MlflowTrialLogger(uri, "sweep", space, sweep=str(tmp_path / "s"), parent_run_id=parent.run_id)
     good, better, interrupted = trial("eeee_00001"), trial("eeee_00002"), trial("eeee_00003")
     for t, scores in ((good, [3.0, 2.5]), (better, [2.8, 2.0, 1.5])):
         logger.on_trial_start(0, [], t)
         for e, score in enumerate(scores):
-            result = {**epoch(e), "val/loss_unweighted": score}
-            t.update_last_result(result)
-            logger.on_trial_result(0, [], t, result)
+            report(t, {**epoch(e), "val/loss_unweighted": score}, logger)
         t.set_status(Trial.TERMINATED)
         logger.on_trial_complete(0, [], t)
     logger.on_trial_start(0, [], interrupted)
     logger.on_experiment_end([good, better, interrupted])  # Ctrl-C while the third trial runs
+    log_outcome(parent, "sweep", space, sweep_outcome([good, better, interrupted], space, total=3))
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("sweep").experiment_id
-    (parent,) = client.search_runs([experiment], "tags.`distmtl.sweep_of` != ''")
-    assert parent.info.status == "KILLED"  # the sweep did not end: --resume continues it
-    assert parent.data.tags["distmtl.best_trial_id"] == "eeee_00002"
-    assert parent.data.tags["best.weighting.weights.shape"] == "0.5"
-    assert parent.data.metrics["best/val/loss_unweighted"] == 1.5 and parent.data.metrics["sweep/trials_ended"] == 2
-    assert parent.data.params["metric"] == "val/loss_unweighted" and parent.data.params["scheduler.name"] == "asha"
-    artifacts = {f.path for f in client.list_artifacts(parent.info.run_id)}
+    (found,) = client.search_runs([experiment], "tags.`distmtl.sweep_of` != ''")
+    assert found.info.run_id == parent.run_id
+    assert found.info.status == "KILLED"  # the sweep did not end: --resume continues it
+    assert found.data.tags["distmtl.best_trial_id"] == "eeee_00002"
+    assert found.data.tags["best.weighting.weights.shape"] == "0.5"
+    assert found.data.metrics["best/val/loss_unweighted"] == 1.5 and found.data.metrics["sweep/trials_ended"] == 2
+    assert found.data.params["metric"] == "val/loss_unweighted" and found.data.params["scheduler.name"] == "asha"
+    artifacts = {f.path for f in client.list_artifacts(parent.run_id)}
     assert {"quick.yaml", "trials.md", "trials.json", "optimization_history.png", "param_importances.png"} <= artifacts
     trials = [r for r in client.search_runs([experiment]) if "distmtl.trial_id" in r.data.tags]
-    assert len(trials) == 3 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+    assert len(trials) == 3 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.run_id}
     description = client.get_experiment(experiment).tags["mlflow.note.content"]  # the UI's experiment description
     assert f"`{REPO / 'search_spaces/quick.yaml'}`" in description and "optuna/tpe with asha" in description
 
-    restored.setup()  # the resumed sweep's driver: the same parent, RUNNING again
-    assert restored.parent.run_id == parent.info.run_id
-    assert client.get_run(parent.info.run_id).info.status == "RUNNING"
+    resumed = open_sweep_run(uri, "sweep", space, str(tmp_path / "s"))  # the resumed sweep's driver
+    assert resumed.run_id == parent.run_id and client.get_run(parent.run_id).info.status == "RUNNING"
     assert len(client.search_runs([experiment], "tags.`distmtl.sweep_of` != ''")) == 1

@@ -33,7 +33,6 @@ from distmtl.engine.startup import StartupClock
 from distmtl.engine.structure import build_controller
 from distmtl.errors import DistmtlError
 from distmtl.models import MultiTaskModel
-from distmtl.tracking.model_export import MODEL_DIR, save_model
 from distmtl.weighting import ParameterSplit, Step, split_parameters
 from distmtl.tracking.plots import save_artifacts
 
@@ -78,8 +77,7 @@ class Trainer:
         self.controller = build_controller(config.model.architecture, self.model)
         self.optimizer = self._new_optimizer()
         self.best, self.start_epoch, self.global_step = Best(), 0, 0
-        self.best_model: MultiTaskModel | None = None  # set by the test pass after the last epoch
-        self.prediction_records: dict[str, dict] = {}  # likewise: drawn with the last epoch's records
+        self.prediction_records: dict[str, dict] = {}  # set by the test pass after the last epoch, drawn with its records
         with reporter.restore_dir() as restore:
             state = TrainingState.load(restore) if restore else None
         if state:
@@ -213,7 +211,6 @@ class Trainer:
         evaluated = copy.deepcopy(self.model)
         evaluated.restore_structure(self.best.structure or {})
         evaluated.load_state_dict(self.best.state)
-        self.best_model = evaluated
         self.prediction_records = self.predictions(evaluated)
         return self.score(evaluated, "test")
 
@@ -292,10 +289,6 @@ class Trainer:
             records = {**self.model.diagnostics(), **(self.controller.diagnostics() if self.controller else {}),
                        **self.prediction_records}
             save_artifacts(records, Path(directory) / ARTIFACTS_DIR, state.epoch)
-            if self.best_model is not None:  # the last epoch: the best epoch's model, for MLflow and `evaluate`
-                (Path(directory) / ARTIFACTS_DIR).mkdir(exist_ok=True)
-                save_model(self.best_model, self.samples.image_shape, self.config.model_dump(),
-                           Path(directory) / ARTIFACTS_DIR / MODEL_DIR)
             self.reporter.report(state.metrics, directory)
 
     # --- helpers ---------------------------------------------------------------------------------

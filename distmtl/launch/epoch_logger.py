@@ -7,7 +7,6 @@ from typing import Any
 from ray.train import Checkpoint, UserCallback
 
 from distmtl.tracking import MlflowRun, default_journal
-from distmtl.tracking.fallback import FallbackWriter
 
 
 class MlflowEpochLogger(UserCallback):
@@ -23,7 +22,7 @@ class MlflowEpochLogger(UserCallback):
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
         if self._run is None:
-            self._run = MlflowRun.attach(self.tracking_uri, self.run_id, FallbackWriter(self.tracking_uri, self.journal))
+            self._run = MlflowRun.attach(self.tracking_uri, self.run_id, journal=self.journal)
         if self._run.log_epoch(metrics[0]) and checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 self._run.log_checkpoint_artifacts(directory)

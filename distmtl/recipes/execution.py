@@ -1,5 +1,5 @@
 """Run one cell of a recipe (a variant on one seed) through the engine, tracked as a child MLflow run with
-the same per-epoch logging as ``distmtl train``, plus the metrics computed after training."""
+the same per-epoch logging and logged model as ``distmtl train``, plus the metrics computed after training."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from distmtl.config.schema import Config
-from distmtl.data.sources import build_samples
 from distmtl.engine import LocalReporter
-from distmtl.engine.assembly import build_parts
 from distmtl.engine.checkpoint import TrainingState
-from distmtl.models import MultiTaskModel
+from distmtl.engine.export import log_best_model
 from distmtl.recipes.base import Variant
 from distmtl.tracking import MlflowRun
 
@@ -44,30 +40,16 @@ class CellResult:
 
 
 def run_cell(variant: Variant, config: Config, run: MlflowRun, output_dir: Path) -> CellResult:
-    """Train ``config`` in this process into ``run``, add the variant's extra metrics, and end the run."""
+    """Train ``config`` in this process into ``run``, add the variant's extra metrics and log the best model
+    (the caller ends the run)."""
     started = time.perf_counter()
     reporter = TrackingReporter(run, output_dir)
-    try:
-        final = variant.runner(config, reporter)
-        checkpoint = reporter.checkpoints[-1]
-        extra = variant.extra(config, checkpoint, final) if variant.extra else {}
-    except BaseException:
-        run.finish("FAILED")
-        raise
-    metrics = {**final, **extra}
+    final = variant.runner(config, reporter)
+    checkpoint = reporter.checkpoints[-1]
+    extra = variant.extra(config, checkpoint, final) if variant.extra else {}
     run.log_metrics(extra, step=config.optim.epochs - 1)
-    run.finish("FINISHED")
-    return CellResult(metrics, checkpoint, run.real_run_id, time.perf_counter() - started)
-
-
-def best_model(config: Config, checkpoint: Path) -> MultiTaskModel:
-    """The model of ``config`` with the best epoch's structure and weights from ``checkpoint`` (CPU, eval mode)."""
-    state = TrainingState.load(checkpoint)
-    channels = build_samples(config.data, config.tasks).image_shape[0]
-    model = build_parts(config, channels).model
-    model.restore_structure(state.best.structure or {})
-    model.load_state_dict(state.best.state)
-    return model.to(torch.device("cpu")).eval()
+    log_best_model(run, checkpoint)
+    return CellResult({**final, **extra}, checkpoint, run.real_run_id, time.perf_counter() - started)
 
 
 def final_structure(checkpoint: Path) -> dict:

@@ -8,11 +8,11 @@ from pathlib import Path
 from distmtl.config.schema import Config
 from distmtl.data.sources import build_samples
 from distmtl.engine import Reporter
+from distmtl.engine.export import best_model
 from distmtl.engine.loaders import make_splits
 from distmtl.evaluation.representation import mapping_kendall_tau
 from distmtl.evaluation.transfer import transfer_baseline
 from distmtl.recipes.base import Column, Recipe, RecipeOptions, Variant, register
-from distmtl.recipes.execution import best_model
 
 LAMBDAS = (0.0625, 0.25, 1.0, 2.0)
 QUICK_LAMBDAS = (0.25, 1.0)
@@ -34,7 +34,7 @@ def joint_tau(config: Config, checkpoint: Path, final: dict[str, float]) -> dict
     """Kendall τ of the joint model's best-epoch representation on the test images that carry coordinates."""
     samples = build_samples(config.data, config.tasks)
     _, _, test = make_splits(config, samples)
-    return {"test/shape/kendall_tau": mapping_kendall_tau(best_model(config, checkpoint), samples, test, "shape")}
+    return {"test/shape/kendall_tau": mapping_kendall_tau(best_model(checkpoint)[0], samples, test, "shape")}
 
 
 def variants(options: RecipeOptions) -> list[Variant]:

@@ -78,20 +78,15 @@ def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experi
             check_config(cell_config(recipe, variant, options, 0))
     params = {"recipe": recipe.name, "seeds": seeds, "quick": options.quick, "root": options.root,
               "overrides": options.overrides}
-    tags = {"distmtl.command": "recipe", "distmtl.recipe": recipe.name}
-    parent = MlflowRun(tracking_uri, experiment, f"recipe-{recipe.name}", params,
-                       tags={**tags, "distmtl.recipe_command": command})
-    try:
+    tags = {"distmtl.recipe": recipe.name}
+    with MlflowRun(tracking_uri, experiment, f"recipe-{recipe.name}", params, command="recipe",
+                   tags={**tags, "distmtl.recipe_command": command}) as parent:
         with tempfile.TemporaryDirectory(prefix="distmtl-recipe-") as scratch:
             rows = _run_cells(recipe, variants, options, seeds, (parent, experiment), Path(scratch), tags)
         table = build_table(recipe, rows)
         markdown = _document(recipe, table, command, time.perf_counter() - started, options, parent.real_run_id)
-        parent.writer.write({"op": "log_dict", "run": parent.run_id, "dict": _jsonable(table), "file": "table.json"})
+        parent.log_dict(_jsonable(table), "table.json")
         parent.log_text(markdown, "table.md")
-    except BaseException:
-        parent.finish("FAILED")
-        raise
-    parent.finish("FINISHED")
     return RecipeResult(table, markdown, parent.real_run_id, time.perf_counter() - started)
 
 
@@ -106,11 +101,11 @@ def _run_cells(recipe: Recipe, variants: list[Variant], options: RecipeOptions, 
         for variant in variants:
             config = cell_config(recipe, variant, options, seed, derived_overrides(variant, done))
             name = f"{recipe.name}-{variant.dataset}-{_slug(variant.name)}-seed{seed}"
-            run = MlflowRun(parent_run.writer.tracking_uri, experiment, name, config.model_dump(),
-                            parent_run_id=parent_run.run_id, writer=parent_run.writer,
-                            tags={**tags, "distmtl.dataset": variant.dataset, "distmtl.variant": variant.name,
-                                  "distmtl.seed": str(seed)})
-            result = run_cell(variant, config, run, workdir / name)
+            with MlflowRun(parent_run.writer.tracking_uri, experiment, name, config.model_dump(), command="recipe",
+                           parent_run_id=parent_run.run_id, writer=parent_run.writer,
+                           tags={**tags, "distmtl.dataset": variant.dataset, "distmtl.variant": variant.name,
+                                 "distmtl.seed": str(seed)}) as run:
+                result = run_cell(variant, config, run, workdir / name)
             done[(variant.dataset, variant.name)] = result
             runs[(variant.dataset, variant.name)].append(result.metrics)
             shown = "  ".join(f"{c.header} {result.metrics[variant.key(c)]:.{c.digits}f}" for c in recipe.columns

@@ -62,19 +62,19 @@ def run_single_task_baseline(config_path: str, overrides: dict[str, Any], seeds:
                for t, task in tasks.items()}
     for task_configs in configs.values():
         check_config(task_configs[0])
-    parent = MlflowRun(tracking_uri, experiment, f"single-task-baseline-{Path(config_path).stem}",
-                       {"config": config_path, "seeds": seeds, "overrides": overrides},
-                       tags={"distmtl.command": "baseline", "distmtl.baseline_command": command})
-    try:
+    with MlflowRun(tracking_uri, experiment, f"single-task-baseline-{Path(config_path).stem}",
+                   {"config": config_path, "seeds": seeds, "overrides": overrides}, command="baseline",
+                   tags={"distmtl.baseline_command": command}) as parent:
         results: dict[str, TaskBaseline] = {}
         with tempfile.TemporaryDirectory(prefix="distmtl-baseline-") as scratch:
             for name, task in tasks.items():
                 finals = []
                 for seed, config in enumerate(configs[name]):
-                    run = MlflowRun(tracking_uri, experiment, f"single-task-{name}-seed{seed}", config.model_dump(),
-                                    parent_run_id=parent.run_id, writer=parent.writer,
-                                    tags={"distmtl.command": "baseline", "distmtl.task": name, "distmtl.seed": str(seed)})
-                    cell = run_cell(Variant(name, "single-task", config_path), config, run, Path(scratch) / f"{name}-{seed}")
+                    with MlflowRun(tracking_uri, experiment, f"single-task-{name}-seed{seed}", config.model_dump(),
+                                   command="baseline", parent_run_id=parent.run_id, writer=parent.writer,
+                                   tags={"distmtl.task": name, "distmtl.seed": str(seed)}) as run:
+                        cell = run_cell(Variant(name, "single-task", config_path), config, run,
+                                        Path(scratch) / f"{name}-{seed}")
                     finals.append(cell.metrics)
                     print(f"single-task {name} | seed {seed} | val {task.headline} "
                           f"{cell.metrics[f'val/{name}/{task.headline}']:.4f} | test {task.headline} "
@@ -85,10 +85,6 @@ def run_single_task_baseline(config_path: str, overrides: dict[str, Any], seeds:
                                       "mlflow_run": parent.real_run_id})
         baseline.save(out)
         parent.log_text(out.read_text(), out.name)
-    except BaseException:
-        parent.finish("FAILED")
-        raise
-    parent.finish("FINISHED")
     return baseline
 
 

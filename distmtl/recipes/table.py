@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tabulate import tabulate
+
 from distmtl.evaluation.statistics import paired, summarize
 from distmtl.recipes.base import Recipe, Variant
 
@@ -69,22 +71,26 @@ def _paired(recipe: Recipe, rows: list[Row]) -> list[dict[str, Any]]:
 def to_markdown(table: dict[str, Any]) -> str:
     """The table (cells "mean ± std"; a cell's own n when fewer of the row's runs report it) and the paired
     differences, in Markdown."""
-    headers = ["data", "variant", "n", *table["columns"]]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in table["rows"]:
-        cells = []
-        for header in table["columns"]:
-            cell = row["cells"][header]
-            short = f" (n={cell['n']})" if 0 < cell["n"] < row["n"] else ""
-            cells.append(cell["text"] + short)
-        lines.append("| " + " | ".join([row["dataset"], row["variant"], str(row["n"]), *cells]) + " |")
+    rows = [[row["dataset"], row["variant"], str(row["n"]), *(_cell(row, header) for header in table["columns"])]
+            for row in table["rows"]]
+    text = _markdown(["data", "variant", "n", *table["columns"]], rows)
     if table["paired"]:
-        lines += ["", f"Paired differences against `{table['paired'][0]['reference']}` (same seeds; t-test on the "
-                  "per-seed differences):", "",
-                  "| data | variant | metric | Δ mean | t | p | n |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {p['dataset']} | {p['variant']} | {p['column']} | {p['mean_difference']:+.3f} | {_number(p['t'])} | "
-                  f"{_number(p['p'])} | {p['n']} |" for p in table["paired"]]
-    return "\n".join(lines)
+        paired = [[p["dataset"], p["variant"], p["column"], f"{p['mean_difference']:+.3f}", _number(p["t"]),
+                   _number(p["p"]), str(p["n"])] for p in table["paired"]]
+        text += (f"\n\nPaired differences against `{table['paired'][0]['reference']}` (same seeds; t-test on the "
+                 "per-seed differences):\n\n"
+                 + _markdown(["data", "variant", "metric", "Δ mean", "t", "p", "n"], paired))
+    return text
+
+
+def _markdown(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of ``rows`` (cells as written: no number is reformatted)."""
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+
+
+def _cell(row: dict[str, Any], header: str) -> str:
+    cell = row["cells"][header]
+    return cell["text"] + (f" (n={cell['n']})" if 0 < cell["n"] < row["n"] else "")
 
 
 def _number(value: float) -> str:

@@ -22,6 +22,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from distmtl.tracking.logged_model import log_model_folder
 from distmtl.tracking.probe import health_status
 
 log = logging.getLogger("distmtl")
@@ -78,6 +79,8 @@ def apply_operation(client: MlflowClient, op: dict[str, Any], ids: dict[str, str
         client.log_dict(run, op["dict"], op["file"])
     elif kind == "log_artifact":
         client.log_artifact(run, op["path"], op["artifact_path"])
+    elif kind == "log_model":
+        log_model_folder(client, run, op["path"], op["name"])
     elif kind == "log_input":
         client.log_inputs(run, [DatasetInput(Dataset(**op["dataset"]), [InputTag("mlflow.data.context", "training")])])
     elif kind == "status":
@@ -174,11 +177,12 @@ class FallbackWriter:
         return True
 
     def _keep(self, op: dict[str, Any]) -> None:
-        """Append ``op`` to the journal; an artifact is copied beside it (its source may be temporary)."""
+        """Append ``op`` to the journal; an artifact or model folder is copied beside it (its source may be
+        temporary)."""
         if not self.journal.exists():
             self.journal.parent.mkdir(parents=True, exist_ok=True)
             _append(self.journal, {_HEADER: 1, "tracking_uri": self.tracking_uri})
-        if op["op"] == "log_artifact":
+        if "path" in op:
             copy = self.journal.with_name(self.journal.name + ".files") / uuid.uuid4().hex[:12] / Path(op["path"]).name
             copy.parent.mkdir(parents=True)
             (shutil.copytree if Path(op["path"]).is_dir() else shutil.copy2)(op["path"], copy)

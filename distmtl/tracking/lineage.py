@@ -1,4 +1,5 @@
-"""Lineage of a run: which distmtl (version, git commit) trained it, on which data (an MLflow dataset input)."""
+"""Lineage of a run: which distmtl (version, git commit, command) trained it, on which data (an MLflow dataset
+input)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ def code_tags() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return tags
     return {**tags, "mlflow.source.git.commit": commit}
+
+
+def source_tags(command: str | None) -> dict[str, str]:
+    """Where a run came from, as MLflow's UI shows it under "Source" (beside the commit of :func:`code_tags`): the
+    distmtl command that made it, run locally; and that command as ``distmtl.command``."""
+    name = f"distmtl {command}" if command else "distmtl"
+    return {"mlflow.source.name": name, "mlflow.source.type": "LOCAL",
+            **({"distmtl.command": command} if command else {})}
 
 
 def dataset_input(data: dict[str, Any]) -> dict[str, Any]:

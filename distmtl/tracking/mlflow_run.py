@@ -1,7 +1,8 @@
-"""A thin, Ray-free wrapper over ``MlflowClient`` for one run.
+"""The one way distmtl writes to MLflow: a thin, Ray-free wrapper over ``MlflowClient`` for one run.
 
-The client API (not the fluent one) is used because the Tune driver logs many trials' runs
-at once and the fluent API keeps one global active run.
+``train``, ``tune`` and the recipes log their runs, epochs, artifacts and models through it. The client API
+(not the fluent one) is used because the Tune driver logs many trials' runs at once and the fluent API
+keeps one global active run.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-from distmtl.tracking.fallback import FallbackWriter
-from distmtl.tracking.lineage import code_tags, dataset_input
+from distmtl.tracking.fallback import FallbackWriter, first_line
+from distmtl.tracking.lineage import code_tags, dataset_input, source_tags
 
 _RUN_METRIC_NAMES = {"epoch", "best_epoch", "epoch_time_s"}
 _BATCH = 100
@@ -59,47 +62,63 @@ def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def find_runs(client: MlflowClient, experiment: str, query: str) -> list[Run]:
+    """The runs of ``experiment`` that match ``query`` (none while MLflow is away: the writer said so)."""
+    try:
+        found = client.get_experiment_by_name(experiment)
+        return client.search_runs([found.experiment_id], query) if found else []
+    except Exception:
+        return []
+
+
 class MlflowRun:
-    """Create a run (optionally nested under ``parent_run_id``; ``experiment_description`` describes its
-    experiment where that has no description yet) with params, tags and the resolved config as
-    ``config.yaml``; then log metrics; then end it. Writes go through a :class:`FallbackWriter`, so a
-    tracking server that goes away costs no record (see :mod:`distmtl.tracking.fallback`)."""
+    """One MLflow run: created (optionally nested under ``parent_run_id``; ``experiment_description``
+    describes its experiment where that has none yet) with tags, the source it came from (``command``, e.g.
+    ``tune``) and, given ``config``, its params, ``config.yaml`` and data set; then metrics, artifacts and its
+    model; then its end. Every write goes through a :class:`FallbackWriter` (its own on ``journal`` unless one
+    is shared), so a tracking server that goes away costs no record (see :mod:`distmtl.tracking.fallback`).
+
+    As a context manager it ends the run when the block ends: FINISHED, KILLED on Ctrl-C, FAILED with the reason
+    in ``distmtl.failure_reason`` on any other exception; a run ended inside the block keeps its ending. Its own
+    writer then writes what it kept, or says where it is."""
 
     def __init__(
         self,
         tracking_uri: str,
         experiment: str,
         run_name: str,
-        config: dict[str, Any],
+        config: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
-        run_id: str | None = None,
+        *,
+        command: str | None = None,
         parent_run_id: str | None = None,
         writer: FallbackWriter | None = None,
+        journal: str | Path | None = None,
         experiment_description: str | None = None,
+        run_id: str | None = None,
     ) -> None:
-        self.writer = writer or FallbackWriter(tracking_uri, default_journal(experiment or "runs", tracking_uri))
+        self.owns_writer = writer is None
+        self.writer = writer or FallbackWriter(tracking_uri,
+                                               journal or default_journal(experiment or "runs", tracking_uri))
         self.client = self.writer.client
         self.last_epoch = -1
+        self.ended = False
         if run_id:
             self.run_id = run_id
             return
-        tags = {**code_tags(), **(tags or {})}
+        tags = {**code_tags(), **source_tags(command), **(tags or {})}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id  # shows the run nested under its parent in the UI
         self.run_id = self.writer.create_run(experiment, run_name, tags, experiment_description)
-        params = {k: v[:6000] for k, v in flatten_params(config).items()}
-        names = list(params)
-        for i in range(0, len(names), _BATCH):
-            self.writer.write({"op": "log_batch", "run": self.run_id, "params": {k: params[k] for k in names[i : i + _BATCH]}})
-        self.writer.write({"op": "log_dict", "run": self.run_id, "dict": config, "file": "config.yaml"})
-        if isinstance(config.get("data"), dict):
-            self.writer.write({"op": "log_input", "run": self.run_id, "dataset": dataset_input(config["data"])})
+        if config is not None:
+            self.log_config(config)
 
     @classmethod
-    def attach(cls, tracking_uri: str, run_id: str, writer: FallbackWriter | None = None) -> MlflowRun:
+    def attach(cls, tracking_uri: str, run_id: str, writer: FallbackWriter | None = None,
+               journal: str | Path | None = None) -> MlflowRun:
         """Log into an existing run (e.g. from another process than the one that created it); epochs it
         already holds are not logged again, whichever process logged them."""
-        run = cls(tracking_uri, "", "", {}, run_id=run_id, writer=writer)
+        run = cls(tracking_uri, "", "", run_id=run_id, writer=writer, journal=journal)
         try:
             run.last_epoch = int(run.client.get_run(run_id).data.metrics.get("epoch", -1))
         except (MlflowException, OSError):  # the store is away: its journal keeps the order; nothing to skip known
@@ -107,23 +126,50 @@ class MlflowRun:
         return run
 
     @classmethod
-    def reopen(cls, writer: FallbackWriter, run_id: str) -> MlflowRun:
-        """Continue an existing run (a resumed trial): mark it RUNNING again; epochs it holds are not logged again."""
-        run = cls.attach(writer.tracking_uri, run_id, writer)
-        writer.write({"op": "status", "run": run_id, "status": "RUNNING"})
+    def reopen(cls, tracking_uri: str, run_id: str, writer: FallbackWriter | None = None,
+               journal: str | Path | None = None) -> MlflowRun:
+        """Continue an existing run (a resumed trial or sweep): mark it RUNNING again; epochs it holds are not
+        logged again."""
+        run = cls.attach(tracking_uri, run_id, writer, journal)
+        run._write("status", status="RUNNING")
         return run
+
+    def __enter__(self) -> MlflowRun:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: Any) -> None:
+        if not self.ended:
+            if kind is None:
+                self.finish("FINISHED")
+            elif issubclass(kind, KeyboardInterrupt):
+                self.finish("KILLED")
+            else:
+                self.fail(first_line(exc))
+        if self.owns_writer:
+            self.writer.close()
 
     @property
     def real_run_id(self) -> str:
         """The run's MLflow id (a run created while the store was away has a placeholder until replayed)."""
         return self.writer.resolve(self.run_id)
 
+    def log_config(self, config: dict[str, Any]) -> None:
+        """The run's settings: flattened as params, whole as ``config.yaml``, and its ``data`` section as the
+        run's data set."""
+        params = {k: v[:6000] for k, v in flatten_params(config).items()}
+        names = list(params)
+        for i in range(0, len(names), _BATCH):
+            self._write("log_batch", params={k: params[k] for k in names[i : i + _BATCH]})
+        self.log_dict(config, "config.yaml")
+        if isinstance(config.get("data"), dict):
+            self._write("log_input", dataset=dataset_input(config["data"]))
+
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
         """Log every distmtl metric in ``metrics`` at ``step`` (the epoch)."""
         now = int(time.time() * 1000)
         batch = [[k, float(v), now, step] for k, v in metrics.items() if is_run_metric(k, v)]
         for i in range(0, len(batch), _BATCH):
-            self.writer.write({"op": "log_batch", "run": self.run_id, "metrics": batch[i : i + _BATCH]})
+            self._write("log_batch", metrics=batch[i : i + _BATCH])
 
     def log_epoch(self, metrics: dict[str, Any]) -> bool:
         """Log one epoch's report at its epoch unless this run already holds that epoch (a resumed run
@@ -138,18 +184,40 @@ class MlflowRun:
     def log_checkpoint_artifacts(self, checkpoint_dir: str | Path) -> None:
         """Log the files a checkpoint carries in ``artifacts/`` (plots, JSON) under ``artifacts/``."""
         for path in sorted(Path(checkpoint_dir, "artifacts").glob("*")):
-            self.writer.write({"op": "log_artifact", "run": self.run_id, "path": str(path), "artifact_path": "artifacts"})
+            self.log_artifact(path, "artifacts")
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log the file or folder ``path`` into the run's artifacts (under ``artifact_path``)."""
+        self._write("log_artifact", path=str(path), artifact_path=artifact_path)
 
     def log_text(self, text: str, file: str) -> None:
         """Log ``text`` as the artifact ``file`` of this run."""
         with tempfile.TemporaryDirectory(prefix="distmtl-text-") as directory:
             path = Path(directory, file)
             path.write_text(text)
-            self.writer.write({"op": "log_artifact", "run": self.run_id, "path": str(path), "artifact_path": None})
+            self.log_artifact(path)
+
+    def log_dict(self, data: dict[str, Any], file: str) -> None:
+        """Log ``data`` as the JSON or YAML artifact ``file`` (by its suffix) of this run."""
+        self._write("log_dict", dict=data, file=file)
+
+    def log_model(self, folder: str | Path, name: str) -> None:
+        """Log the MLflow model saved in ``folder`` as this run's logged model ``name``, linked to the metrics of
+        the run's last epoch (see :mod:`distmtl.tracking.logged_model`)."""
+        self._write("log_model", path=str(folder), name=name)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.writer.write({"op": "log_batch", "run": self.run_id, "tags": {k: str(v) for k, v in tags.items()}})
+        self._write("log_batch", tags={k: str(v) for k, v in tags.items()})
+
+    def fail(self, reason: str) -> None:
+        """End the run FAILED, with ``reason`` in the tag ``distmtl.failure_reason``."""
+        self.set_tags({FAILURE_TAG: reason})
+        self.finish("FAILED")
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the run as FINISHED, FAILED or KILLED."""
-        self.writer.write({"op": "status", "run": self.run_id, "status": status, "time": int(time.time() * 1000)})
+        self._write("status", status=status, time=int(time.time() * 1000))
+        self.ended = True
+
+    def _write(self, op: str, **fields: Any) -> None:
+        self.writer.write({"op": op, "run": self.run_id, **fields})

@@ -1,7 +1,8 @@
-"""The best-epoch model as an MLflow PyTorch model: saved beside the last checkpoint's records, logged with
-them (``artifacts/model`` of the run), loaded back by ``distmtl evaluate`` or ``mlflow.pytorch.load_model``.
+"""The best-epoch model as an MLflow PyTorch model: saved from a run's last checkpoint, logged as the run's
+MLflow logged model ``model`` (``runs:/<run id>/model``, ``models:/<model id>``), registered by
+``distmtl tune --register`` and loaded back by ``distmtl evaluate`` or ``mlflow.pytorch.load_model``.
 
-The directory holds MLflow's model files (``MLmodel``, the weights, an input example, a signature naming
+The folder holds MLflow's model files (``MLmodel``, the weights, an input example, a signature naming
 each task's output) and ``config.yaml``, the run's resolved config, which rebuilds the data it was
 trained on. The model is stored with Python's pickle (MLflow's safer ``pt2`` graph format cannot hold
 every architecture's control flow): load only models you trust.
@@ -10,6 +11,7 @@ every architecture's control flow): load only models you trust.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,11 @@ from torch import nn
 import distmtl
 from distmtl.errors import DistmtlError
 
-#: The model's folder in a checkpoint's ``artifacts/`` and in the MLflow run (``artifacts/model``).
-MODEL_DIR = "model"
+#: The name of a run's logged model: ``runs:/<run id>/model`` finds it.
+MODEL_NAME = "model"
 CONFIG_FILE = "config.yaml"
+#: Where runs of distmtl before logged models kept the model: in the run's artifacts.
+_ARTIFACT_URI = re.compile(r"^runs:/(?P<run>[^/]+)/artifacts/model/?$")
 
 
 def save_model(model: nn.Module, image_shape: tuple[int, ...], config: dict[str, Any], path: Path) -> None:
@@ -52,16 +56,31 @@ def save_model(model: nn.Module, image_shape: tuple[int, ...], config: dict[str,
 
 
 def load_model(uri: str) -> nn.Module:
-    """A model saved by :func:`save_model`, from a local folder or an MLflow URI (``runs:/<id>/artifacts/model``,
-    ``models:/<name>/<version>``), on the CPU in eval mode."""
+    """A model saved by :func:`save_model`, from a local folder or an MLflow URI, on the CPU in eval mode."""
     import mlflow.pytorch
 
     return mlflow.pytorch.load_model(uri, map_location="cpu").eval()
 
 
+def download_model(uri: str, destination: str, tracking_uri: str) -> Path:
+    """The model folder at ``uri`` (``models:/<model id>``, ``models:/<name>/<version>``, ``runs:/<run id>/model``
+    or a local folder) downloaded into ``destination``. ``runs:/<run id>/artifacts/model``, where distmtl
+    before logged models kept a run's model, finds the run's logged model too."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=destination, tracking_uri=tracking_uri))
+    except MlflowException:
+        found = _ARTIFACT_URI.match(uri)
+        if found is None:
+            raise
+    return download_model(f"runs:/{found['run']}/{MODEL_NAME}", destination, tracking_uri)
+
+
 def register_trial_model(tracking_uri: str, experiment: str, trial_id: str, name: str) -> tuple[str, str]:
-    """Register the model of the sweep trial ``trial_id`` (its MLflow run in ``experiment``) as ``name``;
-    returns the model's run URI and the new version."""
+    """Register the logged model of the sweep trial ``trial_id`` (its MLflow run in ``experiment``) as ``name``;
+    returns the model's URI (``models:/<model id>``) and the new version."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -69,7 +88,12 @@ def register_trial_model(tracking_uri: str, experiment: str, trial_id: str, name
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], f"tags.`distmtl.trial_id` = '{trial_id}'") if found else []
     if not runs:
-        raise DistmtlError(f"--register: no MLflow run of trial {trial_id} in experiment '{experiment}' at {tracking_uri}")
-    model_uri = f"runs:/{runs[0].info.run_id}/artifacts/{MODEL_DIR}"
+        raise DistmtlError(f"--register: no MLflow run of trial {trial_id} in experiment '{experiment}' at "
+                           f"{tracking_uri}")
+    outputs = runs[0].outputs.model_outputs if runs[0].outputs else []
+    if not outputs:
+        raise DistmtlError(f"--register: the MLflow run of trial {trial_id} ({runs[0].info.run_id}) has no logged "
+                           "model (its trial saved no best epoch)")
+    model_uri = f"models:/{max(outputs, key=lambda o: o.step).model_id}"
     mlflow.set_tracking_uri(tracking_uri)
     return model_uri, str(mlflow.register_model(model_uri, name).version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from urllib.parse import urlsplit
 
-#: Tag on a sweep's parent run (see :mod:`distmtl.tune.tracking_callback`).
+#: Tag on a sweep's parent run: the sweep's storage path (see :mod:`distmtl.tune.sweep_run`).
 SWEEP_PARENT_TAG = "distmtl.sweep_of"
 
 

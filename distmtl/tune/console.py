@@ -15,8 +15,9 @@ from typing import Any
 from ray.tune import Callback, CLIReporter
 
 from distmtl.errors import FAILURE_KEY
+from distmtl.tune.outcome import error_line, short_value
+from distmtl.tune.reporting import EPOCHS_PLANNED
 from distmtl.tune.space import Space
-from distmtl.tune.tracking_callback import error_line, short_value
 
 
 #: Seconds between two prints of Tune's status table (``--verbose``): a minute, against Tune's default 5 s.
@@ -56,7 +57,7 @@ class ConsoleProgress(Callback):
             earlier = (trial.metric_analysis.get(metric) or {}).get(mode)  # Tune adds this result after the callbacks
             best = value if not isinstance(earlier, (int, float)) else (min if mode == "min" else max)(earlier, value)
             shown.append(f"{metric} {value:.4g}" + ("" if self.space.pareto else f" (best {best:.4g})"))
-        print(f"trial {trial.trial_id} epoch {int(result['epoch']) + 1}/{self._planned(trial)}  {'  '.join(shown)}",
+        print(f"trial {trial.trial_id} epoch {int(result['epoch']) + 1}/{result[EPOCHS_PLANNED]}  {'  '.join(shown)}",
               flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -64,8 +65,7 @@ class ConsoleProgress(Callback):
         if FAILURE_KEY in result:
             self._ended(trial, f"failed: {result[FAILURE_KEY]}")
             return
-        epochs = int(result.get("epoch", -1)) + 1
-        planned = self._planned(trial)
+        epochs, planned = int(result.get("epoch", -1)) + 1, result.get(EPOCHS_PLANNED, 0)
         how = (f"stopped by {self.space.scheduler_name} after {epochs} of {planned} epochs"
                if 0 < epochs < planned and self.space.stops_early else f"finished ({epochs} epochs)")
         if self.space.pareto:
@@ -78,10 +78,6 @@ class ConsoleProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial, f"failed: {error_line(trial)}")
-
-    def _planned(self, trial: Any) -> int:
-        """The epochs the trial's config asks for."""
-        return self.space.trial_config({k: v for k, v in trial.config.items() if k in self.space.file.parameters}).optim.epochs
 
     def _ended(self, trial: Any, what: str) -> None:
         self.ended += 1

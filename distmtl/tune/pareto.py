@@ -1,19 +1,21 @@
-"""The Pareto set of a multi-objective sweep: the trials that no other finished trial dominates."""
+"""The Pareto set of a multi-objective sweep: the trials that no other finished trial dominates, found by Optuna."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-
-def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
-    """Whether ``a`` is at least as good as ``b`` on every objective and better on one (``modes``: min/max)."""
-    signed = [(x, y) if m == "max" else (-x, -y) for x, y, m in zip(a, b, modes)]
-    return all(x >= y for x, y in signed) and any(x > y for x, y in signed)
+import optuna
 
 
 def pareto_front(points: dict[str, Sequence[float]], modes: Sequence[str]) -> list[str]:
-    """The keys of ``points`` (trial id → objective values) that no other point dominates; points with a
-    missing or non-finite value take no part."""
-    finite = {k: v for k, v in points.items() if len(v) == len(modes) and all(math.isfinite(x) for x in v)}
-    return [k for k, v in finite.items() if not any(dominates(w, v, modes) for j, w in finite.items() if j != k)]
+    """The keys of ``points`` (trial id → objective values; ``modes``: min/max) that no other point dominates (is at
+    least as good on every objective and better on one), in their order: the best trials of an Optuna study of
+    them. Points with a missing or non-finite value take no part."""
+    finite = [k for k, v in points.items() if len(v) == len(modes) and all(math.isfinite(x) for x in v)]
+    if not finite:
+        return []
+    study = optuna.create_study(directions=["maximize" if m == "max" else "minimize" for m in modes])
+    study.add_trials([optuna.trial.create_trial(values=list(points[k])) for k in finite])
+    front = {t.number for t in study.best_trials}
+    return [k for i, k in enumerate(finite) if i in front]

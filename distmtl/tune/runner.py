@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from distmtl.errors import FAILURE_KEY, DistmtlError
@@ -21,9 +19,8 @@ from distmtl.launch.cluster import ensure_ray, resolve_storage
 from distmtl.launch.cross_validation import fold_configs, summarize
 from distmtl.launch.ray_train import Resources, build_trainer
 from distmtl.tune.algorithms import build_scheduler, build_searcher
-from distmtl.tune.hypervolume import front_hypervolume
-from distmtl.tune.pareto import pareto_front
-from distmtl.tune.reporting import TrialReport, for_tune
+from distmtl.tune.outcome import SweepOutcome, sweep_outcome
+from distmtl.tune.reporting import TrialReport, for_tune, trial_facts
 from distmtl.tune.space import Space
 
 log = logging.getLogger("distmtl")
@@ -46,80 +43,55 @@ class SweepOptions:
     verbose: bool = False  # Ray's own output and the workers' lines; otherwise one line per trial event
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepResult:
-    """The best trial (by its best epoch on the space's metric, among trials that did not fail) — or, for a
-    Pareto sweep, the Pareto front — how many trials ran, which failed and why, and whether the sweep was
-    interrupted before its end."""
+    """A sweep that ran: its outcome (every trial; the best one or the Pareto front; failures; whether it was
+    interrupted before its end) and where Tune keeps it."""
 
-    best_trial_id: str | None
-    best_config: dict[str, Any]
-    best_metrics: dict[str, Any]
-    num_trials: int
+    outcome: SweepOutcome
     storage_path: str
     experiment: str
-    failed: dict[str, str] = field(default_factory=dict)
-    interrupted: bool = False
-    pareto: list[ParetoMember] = field(default_factory=list)
-    hypervolume: tuple[float, list[float]] | None = None  # a Pareto sweep's, and the reference point it used
-    ranking: list[RankedTrial] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RankedTrial:
-    """A scored trial of a single-metric sweep: its id, best score over its epochs, epochs run, searched values."""
-
-    trial_id: str
-    score: float
-    epochs: int
-    config: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ParetoMember:
-    """A trial of a Pareto sweep's front: its id, last-epoch objective values and searched values."""
-
-    trial_id: str
-    values: dict[str, float]
-    config: dict[str, Any]
 
 
 def trial(sampled: dict[str, Any], *, space: Space, resources: Resources, storage_path: str, experiment: str) -> None:
     """The Tune function trainable: one Train run for one sampled configuration (one per fold under CV)."""
     from ray import tune
     config = space.trial_config(sampled)
+    facts = trial_facts(config)
     trial_id = tune.get_context().get_trial_id()
     storage = f"{storage_path}/{experiment}-train"
     if not space.file.cv:
-        callback = TrialReport(space.objectives)
-        _report_failure(build_trainer(config, resources, storage, name=trial_id, callbacks=[callback]).fit(), space)
+        callback = TrialReport(space.objectives, facts)
+        _report_failure(build_trainer(config, resources, storage, name=trial_id, callbacks=[callback]).fit(), space,
+                        facts)
         return
     folds = []
     for i, fold in enumerate(fold_configs(config, space.file.cv)):
         result = build_trainer(fold, resources, storage, name=f"{trial_id}-fold{i}").fit()
-        if _report_failure(result, space, f"fold {i}: "):
+        if _report_failure(result, space, facts, f"fold {i}: "):
             return
         folds.append(result.metrics)
-    tune.report(for_tune({**summarize(folds), "epoch": config.optim.epochs - 1}, space.objectives))
+    tune.report(for_tune({**summarize(folds), "epoch": config.optim.epochs - 1}, space.objectives, facts))
 
 
-def _report_failure(result: Any, space: Space, prefix: str = "") -> bool:
+def _report_failure(result: Any, space: Space, facts: dict[str, Any], prefix: str = "") -> bool:
     """Tell Tune (worst-case score) that a Train run's training failed; returns whether it did."""
     from ray import tune
 
     failure = result.return_value or {}
     if FAILURE_KEY in failure:
-        tune.report(for_tune({**failure, FAILURE_KEY: prefix + failure[FAILURE_KEY]}, space.objectives))
+        tune.report(for_tune({**failure, FAILURE_KEY: prefix + failure[FAILURE_KEY]}, space.objectives, facts))
     return FAILURE_KEY in failure
 
 
 def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
-    """Start (or join) Ray, run the sweep, log every trial to MLflow, and return the best trial."""
+    """Start (or join) Ray, run the sweep, log every trial and the sweep's outcome to MLflow, and return it."""
     import optuna
     from ray import tune
 
     from distmtl.tracking import default_tracking_uri
     from distmtl.tune.console import ConsoleProgress, status_table
+    from distmtl.tune.sweep_run import log_outcome, open_sweep_run
     from distmtl.tune.tracking_callback import MlflowTrialLogger
 
     f = space.file
@@ -127,11 +99,11 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
     storage_path = resolve_storage(options.storage)
     sweep_path = f"{storage_path}/{experiment}"
     num_samples = options.num_samples or f.num_samples
-    check_sweep_resume(sweep_path, options.resume, num_samples)
-    tracking_uri = options.mlflow_uri or default_tracking_uri()
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter: silent at verbose=0, else status_table's table
     if not options.verbose:  # Tune's banners and Optuna's notices: ConsoleProgress speaks instead
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_sweep_resume(space, sweep_path, options.resume, num_samples)
+    tracking_uri = options.mlflow_uri or default_tracking_uri()
     workers = options.workers_per_trial or f.resources.workers_per_trial
     gpus = f.resources.gpus_per_worker if options.gpus_per_worker is None else options.gpus_per_worker
     layout = ensure_ray(Request(workers, gpus, options.cpus_per_worker or f.resources.cpus_per_worker, TRIAL_CPUS,
@@ -148,58 +120,34 @@ def run_sweep(space: Space, options: SweepOptions) -> SweepResult:
         functools.partial(trial, space=space, resources=resources, storage_path=storage_path, experiment=experiment),
         layout.driver_resources(TRIAL_CPUS),
     )
-    if options.resume:  # the sweep's own settings (searcher state, scheduler, MLflow logger) come back with it
-        log.info("resuming sweep %s: finished trials stay, the others continue from their checkpoints", sweep_path)
-        tuner = tune.Tuner.restore(sweep_path, trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric=None if space.pareto else space.tune_metric, mode=None if space.pareto else space.mode,
-                search_alg=searcher, scheduler=scheduler,
-                num_samples=num_samples,
-                max_concurrent_trials=max_concurrent,
-                trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
-            ),
-            run_config=tune.RunConfig(
-                name=experiment, storage_path=storage_path, verbose=1 if options.verbose else 0,
-                progress_reporter=status_table(space) if options.verbose else None,
-                callbacks=[MlflowTrialLogger(tracking_uri, experiment, space, sweep_path, num_samples),
-                           ConsoleProgress(space, num_samples)],
-            ),
-        )
-    results = tuner.fit()
-    failed = {_trial_id(r): _failure(r) for r in results if _failure(r)}
-    done = [r for r in results if not _failure(r) and r.metrics_dataframe is not None
-            and space.tune_metric in r.metrics_dataframe]
-    ended, total = saved_progress(sweep_path, num_samples)
-    interrupted = ended < total
-    summary = dict(num_trials=len(results), storage_path=storage_path, experiment=experiment, failed=failed,
-                   interrupted=interrupted)
-    if space.pareto:
-        values = {_trial_id(r): [r.metrics.get(m, math.nan) for m in space.metrics] for r in done}
-        configs = {_trial_id(r): {k: v for k, v in r.config.items() if k in f.parameters} for r in done}
-        front = [ParetoMember(t, dict(zip(space.metrics, values[t])), configs[t])
-                 for t in pareto_front(values, space.modes)]
-        return SweepResult(best_trial_id=None, best_config={}, best_metrics={}, pareto=front, **summary,
-                           hypervolume=front_hypervolume(list(values.values()), space.modes, f.reference_point))
-    if not done:
-        return SweepResult(best_trial_id=None, best_config={}, best_metrics={}, **summary)
-    sign = 1 if space.mode == "min" else -1
-    ranked = sorted(done, key=lambda r: sign * getattr(r.metrics_dataframe[space.tune_metric], space.mode)())
-    best = ranked[0]
-    return SweepResult(
-        best_trial_id=_trial_id(best),
-        best_config={k: v for k, v in best.config.items() if k in f.parameters},
-        best_metrics={k: v for k, v in best.metrics.items() if "/" in k or k in ("epoch", "best_epoch")},
-        ranking=[RankedTrial(_trial_id(r), float(getattr(r.metrics_dataframe[space.tune_metric], space.mode)()),
-                             int(r.metrics.get("epoch", -1)) + 1, {k: v for k, v in r.config.items() if k in f.parameters})
-                 for r in ranked],
-        **summary,
-    )
+    with open_sweep_run(tracking_uri, experiment, space, sweep_path) as parent:
+        if options.resume:  # the sweep's own settings (searcher state, scheduler, MLflow logger) come back with it
+            log.info("resuming sweep %s: finished trials stay, the others continue from their checkpoints", sweep_path)
+            tuner = tune.Tuner.restore(sweep_path, trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    metric=None if space.pareto else space.tune_metric, mode=None if space.pareto else space.mode,
+                    search_alg=searcher, scheduler=scheduler,
+                    num_samples=num_samples,
+                    max_concurrent_trials=max_concurrent,
+                    trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+                ),
+                run_config=tune.RunConfig(
+                    name=experiment, storage_path=storage_path, verbose=1 if options.verbose else 0,
+                    progress_reporter=status_table(space) if options.verbose else None,
+                    callbacks=[MlflowTrialLogger(tracking_uri, experiment, space, sweep_path, parent.run_id),
+                               ConsoleProgress(space, num_samples)],
+                ),
+            )
+        tuner.fit()
+        outcome = saved_outcome(space, sweep_path, num_samples)
+        log_outcome(parent, experiment, space, outcome)
+    return SweepResult(outcome, storage_path, experiment)
 
 
-def check_sweep_resume(sweep_path: str, resume: bool, num_samples: int) -> None:
+def check_sweep_resume(space: Space, sweep_path: str, resume: bool, num_samples: int) -> None:
     """Refuse ``--resume`` without a sweep to resume, and a new sweep over an unfinished one (which would
     make it impossible to resume) — before Ray starts."""
     from ray import tune
@@ -210,31 +158,16 @@ def check_sweep_resume(sweep_path: str, resume: bool, num_samples: int) -> None:
         return
     if not tune.Tuner.can_restore(sweep_path):
         return
-    ended, total = saved_progress(sweep_path, num_samples)
-    if ended < total:
-        raise DistmtlError(f"{sweep_path} holds an unfinished sweep ({ended} of {total} trials ended): add --resume "
-                           "to continue it, or start a new one under another --experiment (or delete that folder)")
+    saved = saved_outcome(space, sweep_path, num_samples)
+    if saved.interrupted:
+        raise DistmtlError(f"{sweep_path} holds an unfinished sweep ({saved.ended} of {saved.total} trials ended): add "
+                           "--resume to continue it, or start a new one under another --experiment (or delete that "
+                           "folder)")
 
 
-def saved_progress(sweep_path: str, num_samples: int) -> tuple[int, int]:
-    """(trials ended, trials the sweep is to run) by the sweep's saved state: Tune saves it before it stops
-    the trials of an interrupted sweep, which it then reports as terminated."""
+def saved_outcome(space: Space, sweep_path: str, num_samples: int) -> SweepOutcome:
+    """The outcome of the sweep at ``sweep_path`` by its saved state: Tune saves it before it stops the trials of an
+    interrupted sweep (which it then reports as terminated), so those count as not ended."""
     from ray.tune import ExperimentAnalysis
-    from ray.tune.experiment import Trial
 
-    trials = ExperimentAnalysis(sweep_path).trials
-    return sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials), max(len(trials), num_samples)
-
-
-def _trial_id(result: Any) -> str:
-    return result.metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")
-
-
-def _failure(result: Any) -> str | None:
-    """Why a trial failed: its training's failure report, or the last line of its error."""
-    if result.error is not None:
-        lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
-        return lines[-1][:500] if lines else type(result.error).__name__
-    reason = result.metrics.get(FAILURE_KEY)
-    return reason if isinstance(reason, str) else None
-
+    return sweep_outcome(ExperimentAnalysis(sweep_path).trials, space, num_samples)
