@@ -108,8 +108,8 @@ def _run_cells(recipe: Recipe, variants: list[Variant], options: RecipeOptions, 
                 result = run_cell(variant, config, run, workdir / name)
             done[(variant.dataset, variant.name)] = result
             runs[(variant.dataset, variant.name)].append(result.metrics)
-            shown = "  ".join(f"{c.header} {result.metrics[variant.key(c)]:.{c.digits}f}" for c in recipe.columns
-                              if variant.key(c) in result.metrics)
+            shown = "  ".join(f"{variant.key(c) if c.ratio_to else c.header} {result.metrics[variant.key(c)]:.{c.digits}f}"
+                              for c in recipe.columns if variant.key(c) in result.metrics)  # a ratio: its own value
             print(f"{recipe.name} | {variant.dataset} | {variant.name} | seed {seed} | {shown} | {result.seconds:.1f} s",
                   flush=True)
     return [Row(v, runs[(v.dataset, v.name)]) for v in variants]
