@@ -7,9 +7,8 @@ import torch
 
 from conftest import small_config
 from distmtl.engine import LocalReporter, train
+from distmtl.engine.trainer import TIMINGS
 
-#: Wall-clock figures; everything else a run reports must repeat exactly.
-TIMINGS = {"epoch_time_s", "train/images_per_s"}
 #: Every random choice the engine makes: dropout, noise, augmentation, masked targets, DWA over epochs.
 RANDOM_PARTS = {"optim.epochs": 3, "weighting.method": "dwa", "model.dropout": 0.3, "data.noise_level": 0.1,
                 "data.augment.hflip": 0.5, "data.augment.rotation": 10, "data.target_fraction.shape": 0.5}

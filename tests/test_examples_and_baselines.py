@@ -63,14 +63,15 @@ def _lookup(tree: dict, dotted: str):
 
 @pytest.mark.parametrize("space", SPACES, ids=lambda p: p.stem)
 def test_every_search_space_validates(space):
-    """Every value a space can propose (each choice, both bounds) makes a valid trial config that carries it;
-    loading the space checks only the lowest."""
+    """Every value a space can propose (each choice, both bounds; a conditional parameter's in a trial where its
+    condition holds) makes a valid trial config that carries it."""
     loaded = Space(space)
     for key, parameter in loaded.file.parameters.items():
         candidates = parameter.values if parameter.type == "choice" else [parameter.low, parameter.high]
+        condition = {name: values[0] for name, values in parameter.condition().items()}
         for value in candidates:
             value = int(value) if parameter.type == "randint" else value
-            assert _lookup(loaded.trial_config({key: value}).model_dump(), key) == value
+            assert _lookup(loaded.trial_config({**condition, key: value}).model_dump(), key) == value
 
 
 def test_transfer_baseline_reports_mapping_metrics_like_the_joint_model(tmp_path, capsys):

@@ -40,6 +40,9 @@ log = logging.getLogger("distmtl")
 #: Test images drawn with a segmentation or detection task's predictions over them.
 EXAMPLES = 4
 
+#: Wall-clock figures of a report (and ``startup/…``): everything else a run reports repeats exactly for a seed.
+TIMINGS = ("epoch_time_s", "train/images_per_s", "train/step_ms")
+
 Losses = dict[str, float]
 TaskMetrics = dict[str, dict[str, float]]
 
