@@ -1,5 +1,6 @@
 """Each kind of bad input gives one line naming the key or file, exit status 2, and starts nothing."""
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -251,3 +252,21 @@ def test_a_plug_in_kind_builds_each_plug_in_s_section_and_merges_a_shared_one():
         kind.of(knob=0.1)  # a key of 'knobbed', not of the default 'plain'
     with pytest.raises(TypeError, match="takes no settings"):
         Registry("thing", "thing").register("x", settings=Knob)
+
+
+def test_a_config_pickles_to_a_fresh_process_with_its_plug_in_sections(tmp_path):
+    """Ray ships configs to workers by pickle; the plug-in sections are classes built at run time, so a fresh
+    interpreter must rebuild them (with the keys that were set, merged sections included)."""
+    config = load_config(REPO / "search_spaces/configs/selective_synthetic.yaml",
+                         {"weighting.method": "cagrad", "weighting.c": 0.25})
+    path = tmp_path / "config.pkl"
+    path.write_bytes(pickle.dumps(config))
+    script = textwrap.dedent(f"""
+        import pickle, sys
+        config = pickle.loads(open({str(path)!r}, "rb").read())
+        print(type(config.model).__name__, config.model.selective.criterion, config.weighting.c,
+              sorted(config.weighting.model_fields_set))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:3] == ["SelectiveSharingModelConfig", config.model.selective.criterion, "0.25"]
+    assert pickle.loads(pickle.dumps(config)) == config

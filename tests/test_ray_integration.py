@@ -285,7 +285,7 @@ def test_a_sweep_over_the_weighting_method_samples_each_method_s_settings_only_w
         "searcher": {"sampler": "random", "seed": 0}, "scheduler": {"name": "fifo"},
         "parameters": {"weighting.method": {"type": "choice", "values": ["fixed", "pcgrad", "cagrad"]},
                        "weighting.c": {"type": "uniform", "low": 0.1, "high": 0.9, "when": {"weighting.method": "cagrad"}}},
-    }))
+    }, sort_keys=False))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["tune", "--space", str(space), "--workers-per-trial", "2", "--storage", str(tmp_path / "results"),
                  "--mlflow-uri", uri, "--experiment", "methods", *tiny_overrides()]) == 0

@@ -25,6 +25,8 @@ from pydantic_core import PydanticCustomError
 UNKNOWN_PLUGIN = "unknown_plugin"
 #: The packages whose import registers every built-in plug-in of every kind (the engine imports the rest).
 PLUGIN_PACKAGES = ("distmtl.engine",)
+#: Every kind by its config section, so that a pickled section finds its model again.
+_KINDS: dict[str, PluginKind] = {}
 
 
 class Settings(BaseModel):
@@ -42,6 +44,7 @@ class PluginKind:
 
     def __init__(self, what: str, section: str, key: str) -> None:
         self.what, self.section, self.key = what, section, key
+        _KINDS[section] = self
         self.base: type[Settings] | None = None
         self.default_name: str | None = None
         self._declared: dict[str, list[type[BaseModel]]] = {}
@@ -76,7 +79,12 @@ class PluginKind:
         if name not in self._models:
             fields = _merged_fields(name, self._declared.get(name, []))
             title = f"{''.join(part.title() for part in name.split('_'))}{self.section.title()}Config"
-            self._models[name] = create_model(title, __base__=self.base, **fields)
+            model = create_model(title, __base__=self.base, **fields)
+            _picklable(model, self.section, name, ())
+            for field, (annotation, _) in fields.items():
+                if annotation.__module__ == __name__:
+                    _picklable(annotation, self.section, name, (field,))
+            self._models[name] = model
         return self._models[name]
 
     def owners(self, field: str) -> list[str]:
@@ -129,6 +137,25 @@ def _merged_fields(name: str, declared: list[type[BaseModel]]) -> dict[str, Any]
         merged = create_model(f"{parts[-1].__name__}And{len(parts) - 1}", __base__=tuple(parts))
         fields[field] = (merged, Field(default_factory=merged))
     return fields
+
+
+def _picklable(model: type[BaseModel], section: str, name: str, path: tuple[str, ...]) -> None:
+    """Let instances of a model built here pickle (to Ray workers) by naming how to rebuild their class: the
+    plug-in's section model, or a section inside it, found again through the kind in the receiving process."""
+
+    def reduce(self: BaseModel) -> tuple[Any, tuple[Any, ...]]:
+        return _rebuild, (section, name, path, self.model_dump(exclude_unset=True))
+
+    model.__reduce__ = reduce  # type: ignore[method-assign, assignment]
+
+
+def _rebuild(section: str, name: str, path: tuple[str, ...], data: dict[str, Any]) -> BaseModel:
+    """The unpickling half of :func:`_picklable`."""
+    _load_plugins()
+    model: Any = _KINDS[section].model(name)
+    for field in path:
+        model = model.model_fields[field].annotation
+    return model.model_validate(data)
 
 
 def _load_plugins() -> None:
