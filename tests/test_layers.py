@@ -76,6 +76,7 @@ def test_no_import_loops() -> None:
         pytest.fail(f"import loop: {' -> '.join(exc.args[1])}")
 
 
+@pytest.mark.subprocess
 def test_every_module_imports_in_a_fresh_interpreter() -> None:
     script = "import importlib, sys\nfor name in sys.argv[1:]:\n" \
              "    for loaded in [m for m in sys.modules if m.split('.')[0] == 'distmtl']:\n" \
