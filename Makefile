@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast clean
 
 install: $(STAMP)
 
@@ -22,8 +22,11 @@ demo: install
 	@echo "MLflow runs are in $(CURDIR)/mlflow.db (artifacts in ./mlruns). Open the UI with:"
 	@echo "  $(BIN)/distmtl ui   # MLflow's UI on mlflow.db at http://127.0.0.1:5000, opened at this sweep"
 
-test: install
-	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest  # a crash prints every thread's stack
+test: install  # every test (CI); a crash prints every thread's stack
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -m ""
+
+test-fast: install  # no Ray cluster, recipe or fresh Python process: what to run while you work
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest
 
 clean:
 	rm -rf ray_results mlruns mlflow.db .pytest_cache

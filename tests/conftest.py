@@ -60,6 +60,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: Fixtures that start a Ray cluster: a test that uses one must be marked ``ray`` (the fast tier deselects it).
+RAY_FIXTURES = {"ray_cluster", "two_nodes"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a test that uses a Ray fixture without the ``ray`` marker: plain ``pytest`` would run it."""
+    unmarked = [item.nodeid for item in items
+                if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("ray") is None]
+    if unmarked:
+        raise pytest.UsageError(f"tests that start Ray must be marked @pytest.mark.ray: {', '.join(unmarked)}")
+
+
+@pytest.fixture(autouse=True)
+def ray_only_where_marked(request: pytest.FixtureRequest):
+    """Fail a test that is not marked ``ray`` but leaves a Ray driver connected that it did not find (a CLI command
+    run in-process that started a local cluster): it belongs to the slow tier."""
+    ray = sys.modules.get("ray")
+    connected = ray is not None and ray.is_initialized()
+    yield
+    ray = sys.modules.get("ray")
+    if request.node.get_closest_marker("ray") is None and not connected and ray is not None and ray.is_initialized():
+        pytest.fail(f"{request.node.nodeid} started Ray without @pytest.mark.ray", pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A real local Ray cluster (2 logical CPUs), started for each test module that uses it.

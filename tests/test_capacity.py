@@ -8,6 +8,7 @@ import yaml
 from conftest import REPO
 from distmtl.errors import DistmtlError
 from distmtl.launch.capacity import (
+    CPU_STEPS,
     TRIAL_CPUS,
     NodeGroup,
     Plan,
@@ -60,10 +61,16 @@ def test_a_local_two_cpu_machine_keeps_its_exact_fit():
 ])
 @pytest.mark.parametrize("workers,gpus", [(1, 0), (2, 0), (3, 0), (2, 1), (1, 0.5)])
 def test_planned_concurrency_fits_however_ray_places_the_drivers(groups, workers, gpus):
+    """A plan's trials fit wherever Ray puts their drivers; a refused request has no CPU size and no driver
+    placement under which even one trial would surely fit."""
     request = Request(workers, gpus, **TRIAL)
     try:
         layout = plan(groups, request)
     except DistmtlError:
+        head = next(g for g in groups if g.head)
+        pinnable = [True] if head.cpus >= request.driver_cpus else []  # pinned to a head too small: never placed
+        assert not any(worst_case_fits(groups, request, cpus, 1, on_head)
+                       for cpus in CPU_STEPS for on_head in [False, *pinnable])
         return
     assert worst_case_fits(groups, request, layout.cpus_per_worker, layout.max_concurrent, layout.driver_on_head)
 

@@ -35,6 +35,7 @@ def test_every_node_gets_rays_auth_token_and_mode(name):
     assert not {"head_run_options", "worker_run_options"} & set(config["docker"])
 
 
+@pytest.mark.subprocess
 def test_submit_script_takes_the_tune_arguments():
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tune.py"), "--space",
                            str(REPO / "search_spaces" / "quick.yaml"), "--dry-run"], capture_output=True, text=True)

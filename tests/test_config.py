@@ -145,6 +145,7 @@ def test_cli_rejects_bad_flags(tmp_path, capsys):
     assert "no checkpoint.pt" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_console_command_exits_2_with_no_traceback(tmp_path):
     space = write(tmp_path, "base: missing.yaml\nparameters: {optim.lr: {type: uniform, low: 0.1, high: 0.2}}")
     proc = subprocess.run([sys.executable, "-m", "distmtl", "tune", "--space", str(space), "--dry-run"],

@@ -137,6 +137,7 @@ def _ddp_worker(rank: int, port: int, config_dict: dict, results) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.subprocess
 def test_two_ddp_ranks_agree_on_metrics_and_weights():
     """Under DDP every rank all-reduces the same epoch sums, so reports (and DWA weights) are identical."""
     config = small_config(**{"optim.epochs": 3, "weighting.method": "dwa"})

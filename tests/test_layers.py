@@ -19,6 +19,7 @@ def test_the_import_contracts_hold() -> None:
     assert "3 kept, 0 broken" in done.stdout
 
 
+@pytest.mark.subprocess
 def test_every_module_imports_in_a_fresh_interpreter() -> None:
     modules = sorted(".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
                      for p in PACKAGE.rglob("*.py") if p.name != "__main__.py")  # __main__ runs the CLI

@@ -8,7 +8,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 import distmtl
-from distmtl.tracking import MlflowRun
+from distmtl.tracking import MlflowRun, lineage
 
 from conftest import REPO, small_config
 
@@ -25,8 +25,8 @@ def test_a_run_names_its_code_and_its_generated_data(tmp_path):
     run = logged(tmp_path, config)
     assert run.data.tags["distmtl.version"] == distmtl.__version__
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
-    if head.returncode == 0:  # a git checkout (CI's fresh clone is one)
-        assert run.data.tags["mlflow.source.git.commit"] == head.stdout.strip()
+    commit = head.stdout.strip() if head.returncode == 0 else None  # None: not run from a git checkout
+    assert run.data.tags.get("mlflow.source.git.commit") == commit
     (data,) = run.inputs.dataset_inputs
     assert data.dataset.source_type == "code" and data.dataset.name == "synthetic"
     config["data"]["seed"] = 1
@@ -44,3 +44,12 @@ def test_an_hdf5_file_is_named_by_a_digest_of_its_bytes(tmp_path):
     (data,) = logged(tmp_path, config).inputs.dataset_inputs
     assert data.dataset.digest == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     assert data.dataset.source == str(path.resolve()) and data.dataset.source_type == "local"
+
+
+def test_code_outside_a_git_checkout_is_named_by_its_version_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(lineage, "_PACKAGE_ROOT", tmp_path)  # not inside any git checkout
+    lineage.code_tags.cache_clear()
+    try:
+        assert lineage.code_tags() == {"distmtl.version": distmtl.__version__}
+    finally:
+        lineage.code_tags.cache_clear()

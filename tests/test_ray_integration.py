@@ -1,7 +1,6 @@
 """End to end on a real local Ray cluster: `distmtl train` (2 DDP workers) and a 2-trial `distmtl tune`
 sweep (2 workers per trial) into a temporary MLflow SQLite store."""
 
-import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -23,7 +22,7 @@ def tiny_overrides():
     return ["--set", "data.num_samples=240", "--set", "data.image_size=16", "--set", "optim.epochs=2"]
 
 
-def test_train_runs_two_ddp_workers_and_tracks_the_run(ray_cluster, tmp_path, capsys):
+def test_train_runs_two_ddp_workers_tracks_the_run_and_resumes_from_a_checkpoint(ray_cluster, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rc = main(["train", "--config", str(REPO / "search_spaces/configs/quick.yaml"), "--workers", "2",
                "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--name", "run1", *tiny_overrides()])
@@ -40,6 +39,17 @@ def test_train_runs_two_ddp_workers_and_tracks_the_run(ray_cluster, tmp_path, ca
     assert run.data.tags["distmtl.workers"] == "2" and run.data.tags["mlflow.source.name"] == "distmtl train"
     (model,) = client.search_logged_models([run.info.experiment_id])  # the best model, exported by the driver
     assert model.source_run_id == run.info.run_id and "test/fine/accuracy" in {m.key for m in model.metrics}
+
+    first = min(checkpoints, key=lambda c: load_checkpoint(c).epoch)  # epoch 0
+    rc = main(["train", "--config", str(REPO / "search_spaces/configs/quick.yaml"), "--workers", "2",
+               "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--name", "resumed", "--resume", str(first),
+               *tiny_overrides(), "--set", "optim.epochs=4", "--set", "train.keep_checkpoints=1"])
+    assert rc == 0
+    (kept,) = [p for p in (tmp_path / "results" / "resumed").glob("checkpoint_*") if p.is_dir()]
+    assert load_checkpoint(kept).epoch == 3  # keep_checkpoints=1: of the resumed epochs, the last remains
+    (resumed,) = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_name == "resumed"]
+    history = client.get_metric_history(resumed.info.run_id, "val/fine/accuracy")
+    assert [m.step for m in history] == [1, 2, 3]  # continued after the checkpoint's epoch
 
 
 def test_tune_sweep_logs_one_run_per_trial_with_params_and_per_task_metrics(ray_cluster, tmp_path, capsys):
@@ -124,32 +134,6 @@ def test_cross_validation_runs_k_folds_as_child_runs(ray_cluster, tmp_path, caps
     assert {"cv/test/fine/accuracy", "cv/test/fine/accuracy/std"} <= set(parent.data.metrics)
 
 
-def test_a_cross_validated_trial_reports_the_mean_of_its_folds(ray_cluster, tmp_path, capsys):
-    """A space with ``cv: 3``: the trial trains the three folds and reports, once, the folds' mean of their
-    best-epoch metric, which is what the sweep ranks by and MLflow records."""
-    space = tmp_path / "cv.yaml"
-    space.write_text(f"base: {REPO / 'search_spaces/configs/quick.yaml'}\nmetric: val/loss\ncv: 3\nnum_samples: 1\n"
-                     "parameters:\n  optim.weight_decay: {type: loguniform, low: 1.0e-6, high: 1.0e-2}\n")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = main(["tune", "--space", str(space), "--workers-per-trial", "1", "--storage", str(tmp_path / "results"),
-               "--mlflow-uri", uri, "--experiment", "cv", *tiny_overrides(), "--set", "optim.epochs=1"])
-    assert rc == 0
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("cv").experiment_id], "tags.`distmtl.trial_id` != ''")
-    trial_id = run.data.tags["distmtl.trial_id"]
-    folds = []
-    for i in range(3):
-        (checkpoint,) = [p for p in (tmp_path / "results" / "cv-train" / f"{trial_id}-fold{i}").glob("checkpoint_*")
-                         if p.is_dir()]
-        state = load_checkpoint(checkpoint)
-        assert state.config["data"]["cv_fold"] == i and state.config["data"]["cv_folds"] == 3
-        folds.append(state.metrics["best/val/loss"])
-    assert len(set(folds)) == 3  # three different trainings
-    assert run.data.metrics["cv/best/val/loss"] == pytest.approx(sum(folds) / 3, rel=1e-6)
-    assert run.data.metrics["cv/best/val/loss/std"] == pytest.approx(float(np.std(folds, ddof=1)), rel=1e-6)
-    assert "cv/best/val/loss" in capsys.readouterr().out
-
-
 def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rc = main(["tune", "--space", str(REPO / "search_spaces/cross_stitch.yaml"), "--num-samples", "1",
@@ -167,66 +151,6 @@ def test_cross_stitch_trial_logs_alpha_figures_and_parameter_counts(ray_cluster,
          "artifacts/segmentation_examples@mask_epoch001.png", "artifacts/detection_examples@bbox_epoch001.png"} <= files
     (model,) = client.search_logged_models([run.info.experiment_id])
     assert model.source_run_id == run.info.run_id
-
-
-def test_selective_sharing_merges_identically_on_both_ranks_and_resumes(ray_cluster, tmp_path, capsys):
-    """Two Train workers see different shards of the data; every epoch both report the same branch map.
-    A run resumed from the checkpoint taken after the merge continues with the merged model."""
-    import json
-
-    from ray.train import UserCallback
-
-    from distmtl.config import load_config, parse_set_args
-    from distmtl.launch.epoch_logger import MlflowEpochLogger
-    from distmtl.launch.ray_train import Resources, build_trainer
-    from distmtl.tracking import MlflowRun
-
-    class RecordEveryRank(UserCallback):
-        def __init__(self, path):
-            self.path = path
-
-        def after_report(self, run_context, metrics, checkpoint):
-            with open(self.path, "a") as f:
-                f.write(json.dumps([[m["selective/branch_map_crc32"], m["selective/branches"], m["train/loss"]]
-                                    for m in metrics]) + "\n")
-
-    overrides = ["tasks=[fine, coarse, shape, colour, texture]", "model.architecture=selective_sharing",
-                 "model.selective.hidden=32", "data.num_samples=1500", "optim.epochs=2", "optim.lr=0.003"]
-    config = load_config(REPO / "search_spaces/configs/quick.yaml", parse_set_args(overrides))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = MlflowRun(uri, "selective", "ss", config.model_dump())
-    record = tmp_path / "ranks.jsonl"
-    trainer = build_trainer(config, Resources(2, 0.0, 0.75), str(tmp_path / "results"), "ss",
-                            callbacks=[MlflowEpochLogger(uri, run.run_id), RecordEveryRank(str(record))])
-    trainer.fit()
-    run.finish()
-    reports = [json.loads(line) for line in record.read_text().splitlines()]
-    assert len(reports) == 2
-    for rank0, rank1 in reports:
-        assert rank0[:2] == rank1[:2]  # same branch map and branch count on both ranks
-    assert reports[-1][0][1] < 5  # branches merged during the DDP run
-
-    client = MlflowClient(uri)
-    logged = client.get_run(run.run_id).data.metrics
-    assert {"selective/branches", "selective/lock_epoch", "params/total", "params/branches"} <= set(logged)
-    files = {f.path for f in client.list_artifacts(run.run_id, "artifacts")}
-    merge_epoch = next(epoch for epoch, (rank0, _) in enumerate(reports) if rank0[1] < 5)
-    assert {"artifacts/selective_groups_epoch000.json",
-            f"artifacts/selective_relatedness_epoch{merge_epoch:03d}.png"} <= files
-
-    checkpoints = sorted(p for p in (tmp_path / "results" / "ss").glob("checkpoint_*") if p.is_dir())
-    assert load_checkpoint(checkpoints[merge_epoch]).epoch == merge_epoch
-    rc = main(["train", "--config", str(REPO / "search_spaces/configs/quick.yaml"), "--workers", "2",
-               "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--name", "ss-resumed",
-               "--resume", str(checkpoints[merge_epoch]),
-               *sum((["--set", o] for o in overrides + ["optim.epochs=4", "train.keep_checkpoints=1"]), [])])
-    assert rc == 0
-    (kept,) = [p for p in (tmp_path / "results" / "ss-resumed").glob("checkpoint_*") if p.is_dir()]
-    assert load_checkpoint(kept).epoch == 3  # keep_checkpoints=1: of the resumed epochs, the last remains
-    (resumed,) = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
-    history = client.get_metric_history(resumed.info.run_id, "selective/branches")
-    assert [m.step for m in history] == list(range(merge_epoch + 1, 4))  # continued after the checkpoint's epoch
-    assert all(m.value <= reports[merge_epoch][0][1] for m in history)  # from the merged model: branches never come back
 
 
 def test_a_pareto_sweep_under_multi_objective_asha_stops_a_dominated_trial_and_logs_hypervolume(ray_cluster, tmp_path,

@@ -86,6 +86,7 @@ def test_bare_convolutional_branches_span_independent_networks_to_hard_sharing()
         small_config(**{"model.architecture": "selective_sharing", "model.selective.branch_layers": 0})
 
 
+@pytest.mark.slow
 def test_convolutional_branches_are_grouped_from_their_first_convolution(tmp_path):
     """Training decides from the branches' first convolutions (out × in × 3 × 3 gradients) every epoch."""
     reporter = LocalReporter(tmp_path)
@@ -327,6 +328,7 @@ GEOMETRY, APPEARANCE = ("fine", "coarse", "shape"), ("colour", "texture")
 TRUTH = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
 
 
+@pytest.mark.slow
 def test_groups_agree_with_the_generators_construction(tmp_path):
     """Geometry tasks (fine, coarse, shape) are related by construction; colour and texture are
     independent of them and of each other. Over several data and training seeds, the groups found
@@ -377,6 +379,7 @@ def test_locks_after_patience_epochs_without_a_merge():
     assert [r["selective/branches"] for r in reporter.history] == [3, 3, 3] and final["selective/lock_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_resuming_after_a_merge_rebuilds_the_merged_model(tmp_path):
     straight = train(ss_config(**{"optim.epochs": 3}), LocalReporter())
     first = interrupted_run(ss_config(**{"optim.epochs": 3}), tmp_path, epochs=2)
@@ -406,6 +409,7 @@ def _ddp_worker(rank: int, port: int, config_dict: dict, results) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.subprocess
 def test_two_ddp_ranks_end_with_the_same_branch_map():
     with mp.Manager() as manager:
         results = manager.dict()

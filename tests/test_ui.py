@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import requests
 from mlflow.tracking import MlflowClient
 from requests.adapters import HTTPAdapter
@@ -38,6 +39,7 @@ def test_a_missing_store_is_refused_without_creating_one(tmp_path, capsys):
     assert "no MLflow store" in capsys.readouterr().err and not missing.exists()
 
 
+@pytest.mark.subprocess
 def test_ui_serves_the_store_on_localhost_and_prints_the_sweeps_url(tmp_path):
     """The UI answers on 127.0.0.1 at the printed address, which points at the latest sweep's parent run."""
     uri, expected = store_with_a_sweep(tmp_path)

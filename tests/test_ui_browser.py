@@ -15,6 +15,8 @@ from distmtl.tracking.plots import save_figure
 
 from conftest import REPO
 
+pytestmark = pytest.mark.subprocess  # scripts/ui_check.py in its own process
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -203,6 +203,7 @@ def test_tune_with_an_unreachable_mlflow_server_stops_before_ray(tmp_path, capsy
     assert not storage.exists()
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, expected", [
     (["tune", "--space", str(QUICK), "--gpus-per-worker", "1"], "--gpus-per-worker 1: the Ray cluster has no GPUs"),
     (["tune", "--space", str(QUICK), "--cpus-per-worker", "64"], "--cpus-per-worker 64: no node has that many CPUs"),

@@ -82,6 +82,7 @@ def _uncertainty_worker(rank: int, port: int, config_dict: dict, results) -> Non
     dist.destroy_process_group()
 
 
+@pytest.mark.subprocess
 def test_uncertainty_weighting_trains_under_two_process_ddp():
     """The learned log-variances get averaged gradients on every rank, so both ranks end with the same,
     moved values (a CPU tensor in a collective of another device would fail under NCCL)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distmtl.errors import DistmtlError
+from distmtl.launch import ray_internals
 from distmtl.launch.capacity import HEAD_RESOURCE, UNBOUNDED, NodeGroup, Plan, Request, launcher_node_types, plan
 
 log = logging.getLogger("distmtl")
@@ -81,16 +82,14 @@ def _cluster_to_join(address: str | None) -> tuple[str | None, str]:
     Unlike ``ray.init(address="auto")`` this never picks up any other Ray process found on the machine
     (such as another program's private ``ray.init()`` cluster).
     """
-    from ray._common.utils import get_ray_address_file
-    from ray._private.utils import read_ray_address
-
     if address == "local":
         return None, "--address"
     if address:
         return address, "--address"
     if os.environ.get("RAY_ADDRESS"):
         return os.environ["RAY_ADDRESS"], "$RAY_ADDRESS"
-    return read_ray_address(None), f"recorded by `ray start` in {get_ray_address_file(None)}"
+    recorded, where = ray_internals.recorded_address()
+    return recorded, f"recorded by `ray start` in {where}"
 
 
 def _check_listening(target: str, origin: str, timeout: float = 5.0) -> None:
@@ -108,9 +107,8 @@ def _check_listening(target: str, origin: str, timeout: float = 5.0) -> None:
 def local_machine() -> list[NodeGroup]:
     """This machine as the one-node cluster ``ray.init()`` would start: Ray's CPU count, the GPUs torch sees."""
     import torch
-    from ray._private.utils import get_num_cpus
 
-    return [NodeGroup("this machine", float(get_num_cpus()), float(torch.cuda.device_count()), head=True)]
+    return [NodeGroup("this machine", ray_internals.local_cpus(), float(torch.cuda.device_count()), head=True)]
 
 
 def reachable_nodes() -> list[NodeGroup]:
@@ -139,13 +137,11 @@ def autoscaler_node_types() -> list[NodeGroup]:
     """The node types an autoscaler may launch, each with its maximum node count: from the cluster config
     that the autoscaler reports to Ray (KubeRay, autoscaler v2), else from the cluster launcher's config on
     the head node; none on a cluster without an autoscaler."""
-    from ray._private.state import state
-
-    config = state.get_cluster_config()
-    if config is not None and config.node_group_configs:
-        return [NodeGroup(g.name, float(g.resources.get("CPU", 0)), float(g.resources.get("GPU", 0)),
-                          UNBOUNDED if g.max_count < 0 else g.max_count, autoscaled=True)
-                for g in config.node_group_configs if g.max_count != 0]
+    reported = ray_internals.autoscaler_node_types()
+    if reported:
+        return [NodeGroup(t.name, float(t.resources.get("CPU", 0)), float(t.resources.get("GPU", 0)),
+                          UNBOUNDED if t.max_count < 0 else t.max_count, autoscaled=True)
+                for t in reported if t.max_count != 0]
     path = LAUNCHER_CONFIG.expanduser()
     if path.is_file():
         import yaml

@@ -84,11 +84,11 @@ def worker_loop(payload: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _quiet_report_log() -> None:
-    """Ray Train logs every report's whole metrics dict at INFO through a logger named after its source
-    file (so ``LoggingConfig`` does not reach it); distmtl prints its own one-line epoch summary."""
-    import ray.train.v2._internal.execution.context as train_context
-
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    """Keep warnings only on the worker's root logger. Ray Train sets it to INFO for the train function's own
+    logging, and logs every report's whole metrics dict at INFO through a logger named after its source file,
+    which only the root logger's level reaches (``LoggingConfig`` sets the ``ray.train`` loggers). distmtl logs
+    through its own logger and prints a one-line summary per epoch."""
+    logging.getLogger().setLevel(logging.WARNING)
 
 
 def build_trainer(
