@@ -41,8 +41,11 @@ def build_table(recipe: Recipe, rows: list[Row]) -> dict[str, Any]:
                                     "n": summary.n, "text": summary.cell(column.digits)}
         table_rows.append({"dataset": row.variant.dataset, "variant": row.variant.name, "n": len(row.runs),
                            "cells": cells})
-    return {"recipe": recipe.name, "columns": [c.header for c in recipe.columns], "rows": table_rows,
-            "paired": _paired(recipe, rows)}
+    table = {"recipe": recipe.name, "columns": [c.header for c in recipe.columns], "rows": table_rows,
+             "paired": _paired(recipe, rows)}
+    if recipe.analysis:
+        table["analysis"] = recipe.analysis(rows)
+    return table
 
 
 def _paired(recipe: Recipe, rows: list[Row]) -> list[dict[str, Any]]:
@@ -84,6 +87,8 @@ def to_markdown(table: dict[str, Any]) -> str:
                   "| data | variant | metric | Δ mean | t | p | n |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {p['dataset']} | {p['variant']} | {p['column']} | {p['mean_difference']:+.3f} | {_number(p['t'])} | "
                   f"{_number(p['p'])} | {p['n']} |" for p in table["paired"]]
+    if table.get("analysis", {}).get("markdown"):
+        lines += ["", table["analysis"]["markdown"]]
     return "\n".join(lines)
 
 

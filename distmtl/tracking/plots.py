@@ -77,25 +77,50 @@ def _annotated_heatmap(ax, matrix: np.ndarray, labels: list[str], cell: str, **s
 @PLOTS.register("selective_relatedness")
 def selective_relatedness(record: dict):
     """Heat map of the tasks' gradient-factor cosine similarity, ordered by an average-linkage dendrogram."""
+    plt = pyplot()
+    fig, (top, heat) = plt.subplots(2, 1, figsize=(0.45 * len(record["tasks"]) + 3, 0.45 * len(record["tasks"]) + 4),
+                                    gridspec_kw={"height_ratios": [1, 3]})
+    _dendrogram_heatmap(fig, top, heat, record["tasks"], np.asarray(record["similarity"]),
+                        "task relatedness (cosine of gradient factors)", vmin=-1, vmax=1)
+    fig.tight_layout()
+    return fig
+
+
+@PLOTS.register("task_affinity")
+def task_affinity(record: dict):
+    """The epoch's lookahead affinity (row: the task whose step, column: the task whose loss) and gradient cosine,
+    each ordered by an average-linkage dendrogram of its symmetric part."""
+    plt = pyplot()
+    tasks = record["tasks"]
+    side = 0.45 * len(tasks) + 3
+    fig, axes = plt.subplots(2, 2, figsize=(2 * side, side + 1), gridspec_kw={"height_ratios": [1, 3]})
+    lookahead = np.asarray(record["lookahead"])
+    bound = max(float(np.abs(lookahead).max()), 1e-12)
+    _dendrogram_heatmap(fig, axes[0, 0], axes[1, 0], tasks, lookahead,
+                        "lookahead affinity Z(row → column)", vmin=-bound, vmax=bound)
+    _dendrogram_heatmap(fig, axes[0, 1], axes[1, 1], tasks, np.asarray(record["cosine"]),
+                        "gradient cosine", vmin=-1, vmax=1)
+    fig.tight_layout()
+    return fig
+
+
+def _dendrogram_heatmap(fig, top, heat, tasks: list[str], matrix: np.ndarray, title: str, **shown: Any) -> None:
+    """``matrix`` as a heat map in ``heat``, its rows and columns ordered by the average-linkage dendrogram drawn in
+    ``top`` (distance: the largest value of the symmetric part minus each pair's)."""
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
 
-    plt = pyplot()
-    tasks, similarity = record["tasks"], np.asarray(record["similarity"])
-    distance = np.clip(1.0 - similarity, 0.0, 2.0)
+    symmetric = (matrix + matrix.T) / 2
+    distance = np.clip(symmetric.max() - symmetric, 0.0, None)
     np.fill_diagonal(distance, 0.0)
-    fig, (top, heat) = plt.subplots(2, 1, figsize=(0.45 * len(tasks) + 3, 0.45 * len(tasks) + 4),
-                                    gridspec_kw={"height_ratios": [1, 3]})
     tree = dendrogram(linkage(squareform(distance, checks=False), "average"), labels=tasks, ax=top, no_labels=True)
-    top.set_title("task relatedness (cosine of gradient factors)")
+    top.set_title(title)
     top.axis("off")
     order = tree["leaves"]
-    image = heat.imshow(similarity[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    image = heat.imshow(matrix[np.ix_(order, order)], cmap="RdBu_r", **shown)
     heat.set_xticks(range(len(order)), [tasks[i] for i in order], rotation=60, ha="right")
     heat.set_yticks(range(len(order)), [tasks[i] for i in order])
     fig.colorbar(image, ax=heat, fraction=0.046)
-    fig.tight_layout()
-    return fig
 
 
 @PLOTS.register("pareto_front")
