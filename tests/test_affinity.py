@@ -265,3 +265,54 @@ def test_bad_budgets_and_configs_are_one_line_errors_before_ray_starts(args, mes
     assert main(["affinity", "--config", config, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+# --- in the engine -----------------------------------------------------------------------------------------------
+
+def test_measuring_affinity_leaves_training_as_it_was(tmp_path) -> None:
+    """Same weights bit for bit with and without the probe (it touches no parameter, buffer, optimizer state or
+    random stream); the run reports the matrices, the overhead and stores the heat-map record every epoch."""
+    from conftest import small_config
+    from distmtl.engine import LocalReporter, Trainer
+
+    states = {}
+    for every in (0, 2):
+        config = small_config(**{"train.affinity_every": every, "model.dropout": 0.2, "data.noise_level": 0.05})
+        reporter = LocalReporter(tmp_path / str(every))
+        trainer = Trainer(config, reporter)
+        trainer.fit()
+        states[every] = trainer.model.state_dict()
+        if every:
+            last = reporter.history[-1]
+            assert last["affinity/measurements"] > 0 and last["affinity/overhead"] > 0
+            assert {f"affinity/{s}/fine/colour" for s in ("lookahead", "lookahead_net", "cosine")} <= set(last)
+            record = reporter.checkpoints[-1] / "artifacts" / "task_affinity_epoch001.json"
+            assert record.is_file() and (record.with_suffix(".png")).is_file()
+    assert states[0].keys() == states[2].keys()
+    assert all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
+def test_selective_sharing_merges_on_affinity_and_records_each_merge() -> None:
+    """Under criterion affinity the decision reads the probe's matrices (measured only while grouping) and every merge
+    leaves a record of the merged tasks' losses before and after it."""
+    from conftest import small_config
+    from distmtl.engine import LocalReporter, Trainer
+
+    config = small_config(**{"tasks": ["fine", "coarse", "shape", "colour", "texture"],
+                             "model.architecture": "selective_sharing", "data.num_samples": 400, "optim.epochs": 4,
+                             "model.selective": {"criterion": "affinity", "start_epoch": 1, "window": 1,
+                                                 "patience": 1, "epsilon": 0.5, "merge": "highest_loss"}})
+    reporter = LocalReporter()
+    trainer = Trainer(config, reporter)
+    trainer.fit()
+    measured = [h["affinity/measurements"] for h in reporter.history]
+    assert measured[0] == 0 and measured[1] > 0  # the warm-up epoch measures nothing
+    locked = [h["selective/locked"] for h in reporter.history]
+    assert 1.0 in locked and measured[locked.index(1.0) + 1:] == [0.0] * len(measured[locked.index(1.0) + 1:])
+    merged_at = [e for e, h in enumerate(reporter.history) if h["selective/branches"] < (
+        reporter.history[e - 1]["selective/branches"] if e else 5)]
+    records = trainer.controller.effects.records
+    assert sorted({r["epoch"] for r in records}) == [e for e in merged_at if e < len(reporter.history) - 1] != []
+    for record in records:
+        assert record["rule"] == "highest_loss" and set(record["before"]) == set(record["after"]) == set(record["tasks"])
+        assert record["after_steps"] > 0 and all(v > 0 for v in record["before"].values())

@@ -12,8 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from distmtl.cli import main
 from distmtl.recipes import RECIPES
-from distmtl.engine.affinity import SIGNALS
-from distmtl.recipes.task_affinity import digits_sample
+from distmtl.recipes.task_affinity import SIGNAL_NAMES, digits_sample
 from distmtl.recipes.task_groupings import grouping_name, groupings
 
 CRITERIA = ("similarity", "dissimilarity", "variance", "affinity")
@@ -31,8 +30,9 @@ GROUPINGS = ["independent", "{fine, coarse, shape, colour, texture}", "{fine, co
              "{fine, colour} · {coarse, shape, texture}", "{fine, colour, texture} · {coarse, shape}",
              "{fine, shape, colour} · {coarse, texture}", "{fine, shape, colour, texture} · {coarse}"]
 
+AFFINITY_RUNS = ["affinity run (hard sharing)", "affinity run (branches)"]
 AFFINITY_DIGITS = ["independent", *(grouping_name(g) for g in digits_sample([f"is_{d}" for d in range(10)], quick=True)),
-                   "affinity run", *(f"chosen ({s})" for s in SIGNALS)]
+                   *AFFINITY_RUNS, *(f"chosen ({s})" for s in SIGNAL_NAMES)]
 RULES = [f"merge: {r}" for r in ("lowest_loss", "highest_loss", "mean")]
 #: Cells a quick run may leave empty: no seed's branches locked, or merged, within the quick epochs.
 OPTIONAL = {"lock epoch", "loss after / before merge", "worst after / before"}
@@ -84,13 +84,12 @@ EXPECTED = {
         "empty": {("generator", "independent", "branches")},
     },
     "task_affinity": {
-        "rows": [("generator", v) for v in [*GROUPINGS, "affinity run"]] + [("digits", v) for v in AFFINITY_DIGITS],
-        "empty": {("generator", "independent", "branches"), ("generator", "affinity run", "branches"),
-                  ("digits", "independent", "branches"), ("digits", "affinity run", "branches")}
-        | {("generator", v, "mean bal. acc. (one-vs-all)") for v in [*GROUPINGS, "affinity run"]}
+        "rows": [("generator", v) for v in [*GROUPINGS, *AFFINITY_RUNS]] + [("digits", v) for v in AFFINITY_DIGITS],
+        "empty": {(d, v, "branches") for d in ("generator", "digits") for v in ("independent", AFFINITY_RUNS[0])}
+        | {("generator", v, "mean bal. acc. (one-vs-all)") for v in [*GROUPINGS, *AFFINITY_RUNS]}
         | {("digits", v, c) for v in AFFINITY_DIGITS for c in GENERATOR_TASKS}
         | {(d, v, "affinity overhead") for d, names in (("generator", GROUPINGS), ("digits", AFFINITY_DIGITS))
-           for v in names if v != "affinity run"},
+           for v in names if v not in AFFINITY_RUNS},
     },
     "merge_rules": {
         "rows": [(d, v) for d in ("generator", "digits") for v in RULES],
@@ -193,8 +192,8 @@ def assert_every_signal_is_scored_on_both_data_sets(table, markdown) -> None:
     choice a partition of the tasks), and the digits runs that train a signal's choice trained it."""
     for dataset, tasks in (("generator", list(ALONE)), ("digits", [f"is_{d}" for d in range(10)])):
         found = table["analysis"]["data"][dataset]
-        assert set(found["signals"]) == {*SIGNALS, "random grouping (expected)"}
-        for signal in SIGNALS:
+        assert set(found["signals"]) == {*SIGNAL_NAMES, "random grouping (expected)"}
+        for signal in SIGNAL_NAMES:
             scores = found["signals"][signal]
             assert scores["regret"]["n"] == QUICK_SEEDS and scores["regret"]["mean"] >= 0
             assert scores["cost"]["mean"] > 0 and scores["exhaustive"]["mean"] > 0

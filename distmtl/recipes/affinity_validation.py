@@ -37,7 +37,7 @@ class SeedEvidence:
     groupings: dict[str, Grouping]
     delta_m: dict[str, float]
     matrices: dict[str, np.ndarray]
-    signal_epochs: float  # the signal run's cost in trial-epochs
+    signal_epochs: dict[str, float]  # each signal's run's cost in trial-epochs
     exhaustive_epochs: float  # training every grouping within the budget, in trial-epochs
 
 
@@ -122,7 +122,7 @@ def summary_table(seeds: list[SeedEvidence], signals: list[str], branch_limit: i
                      "within_sigma": sum(1 for r in regrets if r <= sigma), "n": len(found),
                      "ari_construction": summarize([r.ari_construction for r in found]),
                      "ari_best": summarize([r.ari_best for r in found]),
-                     "cost": summarize([s.signal_epochs for s in seeds]),
+                     "cost": summarize([s.signal_epochs[signal] for s in seeds]),
                      "exhaustive": summarize([s.exhaustive_epochs for s in seeds])})
     regrets = [random_regret(seed) for seed in seeds]
     rows.append({"signal": "random grouping (expected)", "spearman": summarize([]), "regret": summarize(regrets),

@@ -43,11 +43,12 @@ def cell_config(recipe: Recipe, variant: Variant, options: RecipeOptions, seed: 
                 derived: dict[str, Any] | None = None) -> Config:
     """The config of ``variant`` on ``seed``: its file and overrides, the quick size, the user's ``--set``,
     then the seed (data and training), so that every seed draws other data and other initial weights, and
-    what it takes from earlier cells (``derived``)."""
+    what it takes from earlier cells (``derived``); the keys the variant drops go last, so that a quick size or a
+    ``--set`` of another architecture's keys (``model.selective.*``) reaches only the variants that take them."""
     overrides = {**variant.overrides, **(recipe.quick if options.quick else {}), **options.overrides,
                  "data.seed": seed, "train.seed": seed, **(derived or {})}
     path = CONFIGS / variant.config
-    return config_from_dict(apply_overrides(without(load_yaml(path), variant.drop), overrides), source=str(path))
+    return config_from_dict(without(apply_overrides(load_yaml(path), overrides), variant.drop), source=str(path))
 
 
 def derived_overrides(variant: Variant, done: dict[tuple[str, str], CellResult]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Which tasks to train together: task affinity measured in a short hard-sharing run, validated against trained
-groupings.
+"""Which tasks to train together: task affinity measured in a short run, validated against trained groupings.
 
-Per data set and seed: independent networks (Δm's reference), the trained groupings, and one affinity run (hard
-sharing for a third of the epochs, measuring every :data:`EVERY` steps, :mod:`distmtl.engine.affinity`). On the
+Per data set and seed: independent networks (Δm's reference), the trained groupings, and two affinity runs of a third
+of the epochs, measuring every :data:`EVERY` steps (:mod:`distmtl.engine.affinity`): ``hard sharing`` (every task
+on one shared network, TAG's setting) and ``branches`` (Selective Sharing's model with every task on its own branch,
+no merge: a task's step is applied to every branch, so the affinity says whether one task's update helps another's
+network; on the generator's config the branches are whole encoders, i.e. independent networks). On the
 generator the groupings are every one within half of independent networks' parameters (the exhaustive ground truth of
 ``task_groupings``); on digits one-vs-all, whose 10 tasks have 115,975 groupings (all within that budget: the
 branches are small), a fixed sample (:func:`digits_sample`) plus the grouping each signal chooses for the seed.
@@ -38,14 +40,25 @@ DIGITS_PER_BRANCH_COUNT = 2
 #: ``--quick``: one digits grouping for each of these numbers of branches.
 QUICK_BRANCH_COUNTS = (1, 3, 6, 10)
 DIGITS = "digits_one_vs_all.yaml"
-AFFINITY_RUN = "affinity run"
+#: The models the affinity is measured on.
+MODES = ("hard sharing", "branches")
+#: Every signal the analysis scores: each mode's matrices.
+SIGNAL_NAMES = tuple(f"{mode}: {signal}" for mode in MODES for signal in SIGNALS)
 
 
-def affinity_variant(dataset: str, config: str, extra=None) -> Variant:
-    """Hard sharing for a third of the config's epochs (at least 2), measuring every :data:`EVERY` steps."""
-    epochs = default_epochs(load_yaml(CONFIGS / config)["optim"]["epochs"])
-    return Variant(AFFINITY_RUN, dataset, config, {"model.architecture": "hard_sharing", "train.affinity_every": EVERY,
-                                                   "optim.epochs": epochs}, drop=("model.selective",), extra=extra)
+def affinity_run(mode: str) -> str:
+    return f"affinity run ({mode})"
+
+
+def affinity_variant(dataset: str, config: str, mode: str, extra=None) -> Variant:
+    """A third of the config's epochs (at least 2) of ``mode``'s model, measuring every :data:`EVERY` steps."""
+    data = load_yaml(CONFIGS / config)
+    overrides = {"train.affinity_every": EVERY, "optim.epochs": default_epochs(data["optim"]["epochs"])}
+    if mode == "hard sharing":
+        return Variant(affinity_run(mode), dataset, config, {**overrides, "model.architecture": "hard_sharing"},
+                       drop=("model.selective",), extra=extra)
+    return Variant(affinity_run(mode), dataset, config,
+                   {**overrides, "model.selective.groups": [[t] for t in data["tasks"]]}, extra=extra)
 
 
 def digits_sample(tasks: list[str], quick: bool = False) -> list[list[list[str]]]:
@@ -63,10 +76,13 @@ def digits_sample(tasks: list[str], quick: bool = False) -> list[list[list[str]]
     return found
 
 
-def chosen_groups(signal: str, dataset: str):
-    """The derived overrides of a variant that trains the grouping ``signal`` chooses from its seed's affinity run."""
+def chosen_groups(name: str, dataset: str):
+    """The derived overrides of a variant that trains the grouping the signal ``name`` (``mode: signal``) chooses from
+    its seed's affinity run (among all groupings: on digits every one is within the budget)."""
+    mode, signal = name.split(": ")
+
     def derive(done: dict) -> dict[str, Any]:
-        cell = done[(dataset, AFFINITY_RUN)]
+        cell = done[(dataset, affinity_run(mode))]
         tasks = list(_tasks(DIGITS))
         matrix = np.array(matrix_from_metrics(cell.metrics, tasks, signal))
         best = best_groupings(matrix, tasks, list(range(1, len(tasks) + 1)))
@@ -91,10 +107,10 @@ def variants(options: RecipeOptions) -> list[Variant]:
                       extra=mean_balanced_accuracy)]
     digits += [Variant(grouping_name(groups), "digits", DIGITS, {"model.selective.groups": groups},
                        extra=mean_balanced_accuracy) for groups in digits_sample(list(_tasks(DIGITS)), options.quick)]
-    digits.append(affinity_variant("digits", DIGITS, extra=mean_balanced_accuracy))
-    digits += [Variant(f"chosen ({signal})", "digits", DIGITS, {}, extra=chosen_extra,
-                       derive=chosen_groups(signal, "digits")) for signal in SIGNALS]
-    return [*generator, affinity_variant("generator", "selective_synthetic.yaml"), *digits]
+    digits += [affinity_variant("digits", DIGITS, mode, extra=mean_balanced_accuracy) for mode in MODES]
+    digits += [Variant(f"chosen ({name})", "digits", DIGITS, {}, extra=chosen_extra,
+                       derive=chosen_groups(name, "digits")) for name in SIGNAL_NAMES]
+    return [*generator, *(affinity_variant("generator", "selective_synthetic.yaml", mode) for mode in MODES), *digits]
 
 
 def _tasks(config: str) -> dict[str, tuple[str, str]]:
@@ -119,7 +135,7 @@ def analyse(rows: list) -> dict[str, Any]:
         tasks = list(headlines)
         limit, fits = _branch_limit(mine, len(tasks))
         seeds = _evidence(mine, tasks, headlines, limit)
-        table, results, best, sigma = summary_table(seeds, list(SIGNALS), limit, construction)
+        table, results, best, sigma = summary_table(seeds, list(SIGNAL_NAMES), limit, construction)
         parts.append(_markdown(dataset, table, results, best, sigma, seeds, limit if fits else None,
                                construction is not None))
         data[dataset] = {"best": best, "sigma": sigma, "branch_limit": limit, "budget_fits": fits,
@@ -130,13 +146,14 @@ def analyse(rows: list) -> dict[str, Any]:
 
 
 def _evidence(rows: list, tasks: list[str], headlines: dict[str, tuple[str, str]], limit: int) -> list[SeedEvidence]:
-    """Each seed's trained groupings and their Δm, the affinity run's matrices, and the costs: the affinity run's
+    """Each seed's trained groupings and their Δm, the affinity runs' matrices, and the costs: each affinity run's
     trial-epochs against training every partition within the budget (``limit`` branches) for as many epochs as a
     trained grouping ran."""
     within = int(((label_partitions(len(tasks)).max(axis=1) + 1) <= limit).sum())
     by_name = {r.variant.name: r for r in rows}
-    independent, affinity = by_name["independent"], by_name[AFFINITY_RUN]
-    trained = [r for r in rows if r.variant.name not in ("independent", AFFINITY_RUN)]
+    independent = by_name["independent"]
+    runs = {mode: by_name[affinity_run(mode)] for mode in MODES}
+    trained = [r for r in rows if r.variant.name != "independent" and r.variant.name not in map(affinity_run, MODES)]
     seeds = []
     for seed, reference in enumerate(independent.runs):
         groupings, measured = {}, {}
@@ -147,11 +164,14 @@ def _evidence(rows: list, tasks: list[str], headlines: dict[str, tuple[str, str]
                 continue
             groupings[row.variant.name] = groups
             measured[row.variant.name] = delta_m(metrics, reference, headlines)
-        run = affinity.runs[seed]
-        matrices = {s: np.array(matrix_from_metrics(run, tasks, s)) for s in SIGNALS}
-        cost = (run["epoch"] + 1) * (1 + run["affinity/run_overhead"])
+        matrices, costs = {}, {}
+        for mode, row in runs.items():
+            run = row.runs[seed]
+            for signal in SIGNALS:
+                matrices[f"{mode}: {signal}"] = np.array(matrix_from_metrics(run, tasks, signal))
+                costs[f"{mode}: {signal}"] = (run["epoch"] + 1) * (1 + run["affinity/run_overhead"])
         exhaustive = within * (trained[0].runs[seed]["epoch"] + 1)
-        seeds.append(SeedEvidence(tasks, groupings, measured, matrices, cost, exhaustive))
+        seeds.append(SeedEvidence(tasks, groupings, measured, matrices, costs, exhaustive))
     return seeds
 
 
@@ -191,14 +211,15 @@ def _markdown(dataset: str, table: list[dict], results: dict, best: str, sigma: 
                      f"{row['cost'].cell(1)} | {row['exhaustive'].cell(0)} |")
     lines += ["", f"n = {n} seeds. Per grouping, measured Δm against independent networks (%) and each signal's "
               "predicted score, mean ± std:", "",
-              "| grouping | Δm (%) | " + " | ".join(f"{s} score" for s in SIGNALS) + " |",
-              "|---|---|" + "---|" * len(SIGNALS)]
+              "| grouping | Δm (%) | " + " | ".join(f"{s} score" for s in SIGNAL_NAMES) + " |",
+              "|---|---|" + "---|" * len(SIGNAL_NAMES)]
     from distmtl.evaluation.statistics import summarize
     from distmtl.sharing.choose import score
 
     names = fixed_groupings(seeds)
     for name in sorted(names, key=lambda m: -np.mean([s.delta_m[m] for s in seeds])):
-        cells = [summarize([score(s.matrices[sig], s.tasks, s.groupings[name]) for s in seeds]).cell(4) for sig in SIGNALS]
+        cells = [summarize([score(s.matrices[sig], s.tasks, s.groupings[name]) for s in seeds]).cell(4)
+                 for sig in SIGNAL_NAMES]
         lines.append(f"| {name} | {summarize([s.delta_m[name] for s in seeds]).cell(2)} | " + " | ".join(cells) + " |")
     for signal, found in results.items():
         lines.append("")
