@@ -314,5 +314,6 @@ def test_selective_sharing_merges_on_affinity_and_records_each_merge() -> None:
     records = trainer.controller.effects.records
     assert sorted({r["epoch"] for r in records}) == [e for e in merged_at if e < len(reporter.history) - 1] != []
     for record in records:
-        assert record["rule"] == "highest_loss" and set(record["before"]) == set(record["after"]) == set(record["tasks"])
+        assert record["rule"] == "highest_loss"
+        assert set(record["before"]) == set(record["after"]) == set(record["first"]) == set(record["tasks"])
         assert record["after_steps"] > 0 and all(v > 0 for v in record["before"].values())

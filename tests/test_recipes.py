@@ -35,7 +35,7 @@ AFFINITY_DIGITS = ["independent", *(grouping_name(g) for g in digits_sample([f"i
                    *AFFINITY_RUNS, *(f"chosen ({s})" for s in SIGNAL_NAMES)]
 RULES = [f"merge: {r}" for r in ("lowest_loss", "highest_loss", "mean")]
 #: Cells a quick run may leave empty: no seed's branches locked, or merged, within the quick epochs.
-OPTIONAL = {"lock epoch", "loss after / before merge", "worst after / before"}
+OPTIONAL = {"lock epoch", "progress lost at a merge", "worst progress lost"}
 
 ALONE = {"fine": "fine acc.", "coarse": "coarse acc.", "shape": "shape MAE", "colour": "colour acc.",
          "texture": "texture acc."}

@@ -1,5 +1,9 @@
 """What each Selective Sharing merge did to the tasks it merged: their training losses just before and just after.
 
+A task's loss after a merge against before, divided by its first epoch's loss, is the share of what it had learned
+that the merge undid (:func:`progress_lost`: 0 nothing, 1 back to where it started); a ratio of the losses would
+explode for a task solved before the merge (loss ≈ 0).
+
 Every training step's per-task batch losses go into a ring of the last ``steps`` steps (detached, on the device: no
 host sync per step). When a merge happens, the ring's mean is the "before" of every task on the merged branches; the
 first ``steps`` steps after the merge make its "after"; the record is closed at the end of the epoch after the merge
@@ -35,8 +39,10 @@ class MergeEffects:
         if self._open and len(self._after) < self.steps:
             self._after.append(row)
 
-    def merged(self, ctx: DistContext, merges: list[Merge], branch_of: dict[str, str], epoch: int) -> None:
-        """Open a record per merge (called on every rank alike, with the branch map before the merge)."""
+    def merged(self, ctx: DistContext, merges: list[Merge], branch_of: dict[str, str], epoch: int,
+               first: dict[str, float]) -> None:
+        """Open a record per merge (called on every rank alike, with the branch map before the merge and each task's
+        first-epoch loss, the scale of what it has learned)."""
         if not merges:
             return
         before, steps = self._mean(ctx, list(self._recent)), len(self._recent)
@@ -44,8 +50,8 @@ class MergeEffects:
             tasks = [t for t in self.tasks if branch_of[t] in merge.members]
             self._open.append({"epoch": epoch, "rule": merge.rule, "survivor": merge.survivor,
                                "kept_from": [t for t in tasks if branch_of[t] == merge.survivor],
-                               "tasks": tasks, "before": {t: before[self.tasks.index(t)] for t in tasks},
-                               "before_steps": steps})
+                               "tasks": tasks, "first": {t: first[t] for t in tasks},
+                               "before": {t: before[self.tasks.index(t)] for t in tasks}, "before_steps": steps})
         self._after = []
 
     def close(self, ctx: DistContext) -> None:
@@ -69,3 +75,8 @@ class MergeEffects:
 
     def load_state_dict(self, records: list[dict[str, Any]]) -> None:
         self.records = list(records)
+
+
+def progress_lost(record: dict[str, Any], task: str) -> float:
+    """(loss after − loss before) / first-epoch loss of ``task`` in a merge ``record``."""
+    return (record["after"][task] - record["before"][task]) / record["first"][task]

@@ -23,8 +23,9 @@ task's epoch loss taken relative to its first epoch's: raw losses of different t
 comparable (an MSE of 0.05 would always beat a cross-entropy of 1.5); ``merge: highest_loss`` keeps the branch whose
 tasks' losses fell least. Under ``criterion: affinity`` nothing is captured at the branch points: the run's
 :class:`~distmtl.engine.affinity.AffinityProbe` measures the lookahead affinity between the tasks (every
-``train.affinity_every`` steps, else every :data:`AFFINITY_EVERY`), and the decision reads the mean of its last
-``window`` epochs' matrices. Every merge's effect is recorded (``selective_merges``): each merged task's mean
+``train.affinity_every`` steps, else every :data:`AFFINITY_EVERY`): each task's step applied to every branch, net of
+the optimizer's drift (``lookahead_net``: whether task i's gradient, fed to the optimizer, helps task j on its own
+branch), and the decision reads the mean of its last ``window`` epochs' matrices. Every merge's effect is recorded (``selective_merges``): each merged task's mean
 training loss over the :data:`EFFECT_STEPS` steps before the merge and the as many steps after it.
 """
 
@@ -39,6 +40,7 @@ import torch
 from pydantic import Field
 
 from distmtl.config.plugins import Settings
+from distmtl.engine.affinity import SIGNALS
 from distmtl.engine.context import DistContext
 from distmtl.engine.merge_effects import MergeEffects
 from distmtl.engine.structure import CONTROLLERS
@@ -183,7 +185,7 @@ class SelectiveSharingController:
             choose = decide_from_affinity if self.cfg.criterion == "affinity" else decide
             plan = choose(evidence, self.model.task_names, self.model.branch_of, self.relative(mean_losses), self.cfg)
         plan = ctx.broadcast_object(plan)
-        self.effects.merged(ctx, plan.merges, self.model.branch_of, epoch)
+        self.effects.merged(ctx, plan.merges, self.model.branch_of, epoch, self.first_losses)
         self.apply(plan, epoch)
         self._gate_probe()
         return plan.changes
@@ -199,10 +201,11 @@ class SelectiveSharingController:
         return torch.stack(self._window).sum(0).numpy()
 
     def _affinity_evidence(self) -> np.ndarray | None:
-        """The mean of the window's epoch lookahead matrices (the probe's, the same on every rank), once it is full."""
+        """The mean of the window's epoch ``lookahead_net`` matrices (the probe's, the same on every rank), once it is
+        full."""
         if self._probe is None or self._probe.epoch_mean is None:
             return None
-        self._window = [*self._window, self._probe.epoch_mean[0].clone()][-self.cfg.window:]
+        self._window = [*self._window, self._probe.epoch_mean[SIGNALS.index("lookahead_net")].clone()][-self.cfg.window:]
         if len(self._window) < self.cfg.window:
             return None
         return torch.stack(self._window).mean(0).numpy()

@@ -1,6 +1,6 @@
 """Selective Sharing's merge rules side by side: which weights a merged branch keeps, and what each merge did to the
-tasks it merged (their training loss over the steps just after the merge against just before,
-:mod:`distmtl.engine.merge_effects`), on the generator and on digits one-vs-all, configs as shipped but for the rule."""
+tasks it merged (the share of each merged task's progress that the merge undid: its training loss over the steps just
+after the merge minus just before, over its first epoch's loss, :mod:`distmtl.engine.merge_effects`), on the generator and on digits one-vs-all, configs as shipped but for the rule."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from distmtl.config.schema import Config
 from distmtl.engine.checkpoint import TrainingState
+from distmtl.engine.merge_effects import progress_lost
 from distmtl.recipes.base import Column, Recipe, RecipeOptions, Variant, register
 from distmtl.recipes.selective_sharing import (GENERATOR_COLUMNS, combined, grouping_ari, lock_epoch,
                                                mean_balanced_accuracy)
@@ -17,13 +18,14 @@ RULES = ("lowest_loss", "highest_loss", "mean")
 
 
 def merge_effects(config: Config, checkpoint: Path, final: dict[str, float]) -> dict[str, float]:
-    """How many merges the run made and, over every merged task of every merge, the mean and the largest ratio of its
-    training loss just after the merge to just before (1: nothing lost; the cell is empty for a run without a merge)."""
+    """How many merges the run made and, over every merged task of every merge, the mean and the largest share of its
+    progress the merge undid (:func:`~distmtl.engine.merge_effects.progress_lost`; empty for a run without a
+    merge)."""
     records = TrainingState.load(checkpoint).controller.get("merge_effects", [])
-    ratios = [r["after"][t] / r["before"][t] for r in records for t in r["tasks"] if r["before"][t] > 0]
+    lost = [progress_lost(r, t) for r in records for t in r["tasks"] if r["first"][t] > 0]
     found = {"recipe/merges": float(len(records))}
-    if ratios:
-        found.update({"recipe/merge_loss_ratio": statistics.fmean(ratios), "recipe/merge_worst_ratio": max(ratios)})
+    if lost:
+        found.update({"recipe/merge_progress_lost": statistics.fmean(lost), "recipe/merge_worst_lost": max(lost)})
     return found
 
 
@@ -47,8 +49,8 @@ register(Recipe(
     columns=(*GENERATOR_COLUMNS, Column("mean bal. acc. (one-vs-all)", "recipe/mean_balanced_accuracy"),
              Column("parameters", "params/total", digits=0), Column("lock epoch", "recipe/lock_epoch", digits=1),
              Column("merges", "recipe/merges", digits=1),
-             Column("loss after / before merge", "recipe/merge_loss_ratio", digits=2),
-             Column("worst after / before", "recipe/merge_worst_ratio", digits=2),
+             Column("progress lost at a merge", "recipe/merge_progress_lost", digits=2),
+             Column("worst progress lost", "recipe/merge_worst_lost", digits=2),
              Column("ARI vs construction", "recipe/ari")),
     reference="merge: lowest_loss",
     compare=("fine acc.", "coarse acc.", "mean bal. acc. (one-vs-all)"),
