@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="register the best trial's model in MLflow's model registry as NAME")
     _add_ray_options(tune)
 
-    affinity = sub.add_parser("affinity", help="one short hard-sharing run that measures task affinity, then the "
-                                               "task grouping for each budget that maximises it")
+    affinity = sub.add_parser("affinity", help="one short run that measures task affinity, then the task grouping "
+                                               "for each budget that maximises it")
     affinity.add_argument("--config", required=True, metavar="FILE", help="run configuration (YAML)")
     affinity.add_argument("--workers", type=int, default=2, metavar="N", help="Train workers (DDP ranks), default 2")
     affinity.add_argument("--budget", action="append", default=[], metavar="N|Fx",
@@ -89,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     affinity.add_argument("--epochs", type=int, default=None, metavar="E",
                           help="epochs of the affinity run (default: a third of the config's, at least 2)")
     affinity.add_argument("--every", type=int, default=5, metavar="S", help="measure every S training steps (default 5)")
-    affinity.add_argument("--signal", default="lookahead", choices=["lookahead", "cosine"],
-                          help="what the groupings maximise (default lookahead: TAG's inter-task affinity)")
+    affinity.add_argument("--on", default="hard_sharing", choices=["hard_sharing", "branches"],
+                          help="the model measured: one hard-shared network (TAG's setting), or every task on its own "
+                               "Selective Sharing branch, each task's step applied to every branch")
+    affinity.add_argument("--signal", default="lookahead", choices=["lookahead", "lookahead_net", "cosine"],
+                          help="what the groupings maximise (default lookahead: TAG's inter-task affinity; "
+                               "lookahead_net: net of the optimizer's drift)")
     affinity.add_argument("--name", default=None, help="run name (default: config name + affinity + timestamp)")
     _add_ray_options(affinity)
 
@@ -338,7 +342,7 @@ def _affinity(args: argparse.Namespace) -> int:
     _positive(args.cpus_per_worker, "--cpus-per-worker")
     _positive(args.workers, "--workers")
     data = apply_overrides(load_yaml(args.config), _overrides(args))
-    chosen = plan(data, args.budget, args.epochs, args.every, args.config)
+    chosen = plan(data, args.budget, args.epochs, args.every, args.config, args.on)
     check_source_files(chosen.config.data)
     check_tracking_store(args.mlflow_uri or default_tracking_uri())
     from distmtl.launch.cluster import resolve_storage

@@ -317,3 +317,14 @@ def test_selective_sharing_merges_on_affinity_and_records_each_merge() -> None:
         assert record["rule"] == "highest_loss"
         assert set(record["before"]) == set(record["after"]) == set(record["first"]) == set(record["tasks"])
         assert record["after_steps"] > 0 and all(v > 0 for v in record["before"].values())
+
+
+def test_the_branches_run_is_every_task_on_its_own_branch_with_the_configs_branch_shape() -> None:
+    from distmtl.config import load_yaml
+    from distmtl.launch.affinity import plan
+
+    config = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["2"], None, 5, "x", "branches").config
+    assert config.model.architecture == "selective_sharing" and config.train.affinity_every == 5
+    assert config.model.selective.groups == [[t] for t in config.tasks]
+    assert (config.model.selective.shared_stages, config.model.selective.branch_layers) == (0, 0)  # the config's own
+    assert config.optim.epochs == 4  # a third of the config's 12

@@ -31,7 +31,8 @@ def test_affinity_prints_matrices_and_groupings_and_logs_them_per_epoch(ray_clus
         assert sorted(named) == sorted(tasks)  # every task once
     assert len(result["groupings"]["2"]) == 2 and len(result["groupings"]["0.5x"]) <= 2  # 3 branches exceed half
     assert result["cost_epochs"] > 2
-    assert any("lookahead affinity" in line for line in printed)
+    assert any(line.startswith("lookahead affinity") for line in printed)
+    assert set(result["matrices"]) == {"lookahead", "lookahead_net", "cosine"}
 
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("selective_synthetic").experiment_id])

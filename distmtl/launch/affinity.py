@@ -1,8 +1,11 @@
-"""``distmtl affinity``: one short hard-sharing run that measures task affinity, then the grouping of the tasks for
-each budget that maximises the predicted affinity.
+"""``distmtl affinity``: one short run that measures task affinity, then the grouping of the tasks for each budget
+that maximises the predicted affinity.
 
-The run is the config's tasks, data, encoder and optimizer on one hard-shared network (``model.architecture:
-hard_sharing``; the settings of another architecture are dropped) with ``train.affinity_every`` set, trained by
+The run is the config's tasks, data, encoder and optimizer with ``train.affinity_every`` set, on one of two models
+(``--on``): ``hard_sharing``, one hard-shared network (the settings of another architecture are dropped; TAG's
+setting), or ``branches``, Selective Sharing with every task on its own branch and no merge (the config's own branch
+shape when it is a ``selective_sharing`` config, else fully connected branches on a shared encoder), where each task's
+step is applied to every branch: whether one task's update helps another's network. It is trained by
 :func:`~distmtl.launch.run.train_on_ray` as ``distmtl train`` trains (DDP on N Ray Train workers, one MLflow run
 with the ``task_affinity`` matrices and heat maps of every epoch). A grouping is realised as Selective Sharing with
 fixed branches (``model.selective.groups``, the config's own branch shape when it is a ``selective_sharing``
@@ -59,12 +62,21 @@ def default_budgets(tasks: int) -> list[str]:
     return [str(n) for n in range(2, tasks)] + ["0.5x"]
 
 
-def affinity_config(data: dict[str, Any], epochs: int | None, every: int, source: str) -> Config:
-    """The config of the affinity run: ``data`` (a config as a dict) on one hard-shared network, measuring every
-    ``every`` steps, for ``epochs`` epochs (None: the config's)."""
-    overrides: dict[str, Any] = {"model.architecture": "hard_sharing", "train.affinity_every": every}
+#: The models an affinity run can measure on.
+MODELS = ("hard_sharing", "branches")
+
+
+def affinity_config(data: dict[str, Any], epochs: int | None, every: int, source: str,
+                    on: str = "hard_sharing") -> Config:
+    """The config of the affinity run: ``data`` (a config as a dict) on ``on``'s model (:data:`MODELS`), measuring
+    every ``every`` steps, for ``epochs`` epochs (None: the config's)."""
+    overrides: dict[str, Any] = {"train.affinity_every": every}
     if epochs is not None:
         overrides["optim.epochs"] = epochs
+    if on == "branches":
+        return config_from_dict(apply_overrides(grouping_config(data, [[t] for t in data.get("tasks", [])], source)
+                                                .model_dump(), overrides), source=source)
+    overrides["model.architecture"] = "hard_sharing"
     return config_from_dict(apply_overrides(plain_model(data), overrides), source=source)
 
 
@@ -120,16 +132,17 @@ def default_epochs(config_epochs: int) -> int:
     return max(2, round(config_epochs / 3))
 
 
-def plan(data: dict[str, Any], budgets: list[str], epochs: int | None, every: int, source: str) -> Plan:
+def plan(data: dict[str, Any], budgets: list[str], epochs: int | None, every: int, source: str,
+         on: str = "hard_sharing") -> Plan:
     """Check everything before Ray starts: the run's config, every budget, and (for parameter budgets) the grouping
     models' sizes, for which the data's image channels are read."""
     if every < 1:
         raise ConfigError(f"--every {every}: measure every S ≥ 1 training steps")
     if epochs is not None and epochs < 1:
         raise ConfigError(f"--epochs {epochs}: the affinity run needs at least one epoch")
-    config = affinity_config(data, epochs, every, source)
+    config = affinity_config(data, epochs, every, source, on)
     if epochs is None:
-        config = affinity_config(data, default_epochs(config.optim.epochs), every, source)
+        config = affinity_config(data, default_epochs(config.optim.epochs), every, source, on)
     check_config(config)
     if len(config.tasks) < 2:
         raise ConfigError(f"{source}: tasks {config.tasks}: affinity is between tasks; give at least two")
@@ -163,18 +176,24 @@ def choose(plan: Plan, affinity: np.ndarray) -> dict[str, dict[str, Any]]:
 
 
 def summary(plan: Plan, metrics: dict[str, float], signal: str) -> tuple[str, dict[str, Any]]:
-    """The printed report and the final JSON object, from the run's last report."""
+    """The printed report and the final JSON object (``affinity``: the chosen signal's matrix, the one the groupings
+    maximise), from the run's last report."""
     tasks = plan.config.tasks
     matrices = {s: np.array(matrix_from_metrics(metrics, tasks, s)) for s in SIGNALS}
     chosen = choose(plan, matrices[signal])
     epochs = plan.config.optim.epochs
     overhead = metrics["affinity/run_overhead"]
     cost = epochs * (1 + overhead)
-    lines = [f"lookahead affinity Z(row → column) = 1 − L_column(after row's step) / L_column, mean of "
-             f"{int(metrics.get('affinity/measurements', 0))}+ measurements (every {plan.config.train.affinity_every} "
-             f"steps, {epochs} epochs):", _matrix(tasks, matrices["lookahead"]),
-             "gradient cosine:", _matrix(tasks, matrices["cosine"]),
-             f"groupings that maximise the predicted {signal} affinity:"]
+    model = "every task on its own branch" if plan.config.model.architecture == "selective_sharing" else "hard sharing"
+    titles = {"lookahead": "lookahead affinity Z(row → column) = 1 − L_column(after row's step) / L_column",
+              "lookahead_net": "lookahead net of the optimizer's drift (L_column(after the drift) − "
+                               "L_column(after row's step)) / L_column",
+              "cosine": "gradient cosine"}
+    lines = [f"{model}, {epochs} epochs, measured every {plan.config.train.affinity_every} steps "
+             "(means over the run; row: the task whose step, column: the task whose loss):"]
+    for name in SIGNALS:
+        lines += [f"{titles[name]}:", _matrix(tasks, matrices[name])]
+    lines.append(f"groupings that maximise the predicted {signal}:")
     for budget in plan.budgets:
         found = chosen[budget.text]
         what = (f"{budget.branches} branch{'es' if budget.branches > 1 else ''}" if budget.branches is not None else
@@ -182,10 +201,10 @@ def summary(plan: Plan, metrics: dict[str, float], signal: str) -> tuple[str, di
         size = f", {found['parameters']:,} parameters" if "parameters" in found else ""
         lines.append(f"  {what}: {' · '.join('{' + ', '.join(g) + '}' for g in found['groups'])}  "
                      f"(score {found['score']:.4f}{size})")
-    lines.append(f"cost: {epochs} epochs of hard sharing, measuring took {100 * overhead:.0f} % more time: "
+    lines.append(f"cost: {epochs} epochs, measuring took {100 * overhead:.0f} % more time than training: "
                  f"{cost:.2f} trial-epochs")
-    result = {"tasks": tasks, "signal": signal, "affinity": matrices["lookahead"].tolist(),
-              "cosine": matrices["cosine"].tolist(),
+    result = {"tasks": tasks, "signal": signal, "affinity": matrices[signal].tolist(),
+              "matrices": {name: matrix.tolist() for name, matrix in matrices.items()},
               "groupings": {b.text: chosen[b.text]["groups"] for b in plan.budgets},
               "scores": {b.text: chosen[b.text]["score"] for b in plan.budgets}, "cost_epochs": cost}
     return "\n".join(lines), result
