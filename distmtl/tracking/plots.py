@@ -88,25 +88,33 @@ def selective_relatedness(record: dict):
 
 @PLOTS.register("task_affinity")
 def task_affinity(record: dict):
-    """The epoch's lookahead affinity (row: the task whose step, column: the task whose loss) and gradient cosine,
-    each ordered by an average-linkage dendrogram of its symmetric part."""
+    """The epoch's affinity matrices (row: the task whose step or gradient, column: the task whose loss), each ordered
+    by an average-linkage dendrogram of its symmetric part; the colour range is set by the off-diagonal values (a
+    task's own step helps it far more than another's) and every value is written in its cell."""
     plt = pyplot()
     tasks = record["tasks"]
-    side = 0.45 * len(tasks) + 3
-    fig, axes = plt.subplots(2, 2, figsize=(2 * side, side + 1), gridspec_kw={"height_ratios": [1, 3]})
-    lookahead = np.asarray(record["lookahead"])
-    bound = max(float(np.abs(lookahead).max()), 1e-12)
-    _dendrogram_heatmap(fig, axes[0, 0], axes[1, 0], tasks, lookahead,
-                        "lookahead affinity Z(row → column)", vmin=-bound, vmax=bound)
-    _dendrogram_heatmap(fig, axes[0, 1], axes[1, 1], tasks, np.asarray(record["cosine"]),
-                        "gradient cosine", vmin=-1, vmax=1)
+    panels = [(name, title) for name, title in (("lookahead", "lookahead Z(row → column)"),
+                                                ("lookahead_net", "lookahead net of the drift"),
+                                                ("cosine", "gradient cosine")) if name in record]
+    side = 0.5 * len(tasks) + 2.5
+    fig, axes = plt.subplots(2, len(panels), figsize=(side * len(panels), side + 1), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 3]})
+    for column, (name, title) in enumerate(panels):
+        matrix = np.asarray(record[name])
+        off = np.abs(matrix[~np.eye(len(tasks), dtype=bool)]) if len(tasks) > 1 else np.abs(matrix)
+        bound = max(float(off.max()), 1e-12)
+        order = _dendrogram_heatmap(fig, axes[0, column], axes[1, column], tasks, matrix, title, vmin=-bound,
+                                    vmax=bound)
+        for (i, j), value in np.ndenumerate(matrix[np.ix_(order, order)]):
+            axes[1, column].text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=6,
+                                 color="w" if abs(value) > 0.6 * bound else "k")
     fig.tight_layout()
     return fig
 
 
-def _dendrogram_heatmap(fig, top, heat, tasks: list[str], matrix: np.ndarray, title: str, **shown: Any) -> None:
+def _dendrogram_heatmap(fig, top, heat, tasks: list[str], matrix: np.ndarray, title: str, **shown: Any) -> list[int]:
     """``matrix`` as a heat map in ``heat``, its rows and columns ordered by the average-linkage dendrogram drawn in
-    ``top`` (distance: the largest value of the symmetric part minus each pair's)."""
+    ``top`` (distance: the largest value of the symmetric part minus each pair's); returns that order."""
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
 
@@ -121,6 +129,7 @@ def _dendrogram_heatmap(fig, top, heat, tasks: list[str], matrix: np.ndarray, ti
     heat.set_xticks(range(len(order)), [tasks[i] for i in order], rotation=60, ha="right")
     heat.set_yticks(range(len(order)), [tasks[i] for i in order])
     fig.colorbar(image, ax=heat, fraction=0.046)
+    return order
 
 
 @PLOTS.register("pareto_front")
