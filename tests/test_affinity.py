@@ -328,3 +328,22 @@ def test_the_branches_run_is_every_task_on_its_own_branch_with_the_configs_branc
     assert config.model.selective.groups == [[t] for t in config.tasks]
     assert (config.model.selective.shared_stages, config.model.selective.branch_layers) == (0, 0)  # the config's own
     assert config.optim.epochs == 4  # a third of the config's 12
+
+
+def test_a_parameter_budget_chooses_among_groupings_whose_built_model_fits() -> None:
+    from distmtl.config import load_yaml
+    from distmtl.launch.affinity import choose, plan
+
+    found = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["3", "0.5x", "0.65x"], None, 5, "x")
+    assert found.counts[0] == 141230 and found.counts[2] == 57662  # independent networks; two branches (README)
+    assert found.limits == {"3": 3, "0.5x": 2, "0.65x": 3}
+    tasks = found.config.tasks  # fine, coarse, shape, colour, texture
+    affinity = _planted(5, [[0, 1], [2], [3, 4]], seed=3)  # three groups would be best
+    chosen = choose(found, affinity)
+    assert chosen["3"]["groups"] == [["fine", "coarse"], ["shape"], ["colour", "texture"]]
+    assert chosen["0.65x"]["groups"] == chosen["3"]["groups"] and chosen["0.65x"]["parameters"] == 85518
+    assert len(chosen["0.5x"]["groups"]) == 2 and chosen["0.5x"]["parameters"] == 57662 <= 0.5 * 141230
+    labels = label_partitions(5)
+    within = scores(affinity, labels)[labels.max(axis=1) < 2]  # every grouping into one or two branches
+    assert math.isclose(chosen["0.5x"]["score"], within.max())
+    assert math.isclose(score(affinity, tasks, chosen["0.5x"]["groups"]), within.max())
