@@ -1,5 +1,5 @@
-"""The ``distmtl`` command line: ``train``, ``tune``, ``affinity``, ``recipe``, ``baseline``, ``evaluate``, ``data convert``
-and ``ui``.
+"""The ``distmtl`` command line: ``train``, ``tune``, ``affinity``, ``recipe``, ``baseline``, ``evaluate``,
+``data convert`` and ``ui``.
 
 Input problems (bad YAML, unknown keys, out-of-range values, missing files) print one line and
 exit with status 2 before anything starts.
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "repeatable (default: 2 … K−1 branches and 0.5x)")
     affinity.add_argument("--epochs", type=int, default=None, metavar="E",
                           help="epochs of the affinity run (default: a third of the config's, at least 2)")
-    affinity.add_argument("--every", type=int, default=5, metavar="S", help="measure every S training steps (default 5)")
+    affinity.add_argument("--every", type=int, default=5, metavar="S",
+                          help="measure every S training steps (default 5)")
     affinity.add_argument("--on", default="hard_sharing", choices=["hard_sharing", "branches"],
                           help="the model measured: one hard-shared network (TAG's setting), or every task on its own "
                                "Selective Sharing branch, each task's step applied to every branch")
@@ -567,5 +568,6 @@ def _ui(args: argparse.Namespace) -> int:
         return 0
 
 
-_COMMANDS = {"train": _train, "tune": _tune, "affinity": _affinity, "recipe": _recipe, "baseline": _baseline, "data": _data, "mlflow": _mlflow,
+_COMMANDS = {"train": _train, "tune": _tune, "affinity": _affinity, "recipe": _recipe, "baseline": _baseline,
+             "data": _data, "mlflow": _mlflow,
              "evaluate": _evaluate, "ui": _ui}

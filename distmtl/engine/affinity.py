@@ -129,15 +129,16 @@ class AffinityProbe:
         self.run_count = 0
         self.run_seconds = 0.0
         self.run_train_seconds = 0.0
-        self.epoch_mean: torch.Tensor | None = None  # the last finished epoch's mean (signals × K × K), every rank alike
+        self.epoch_mean: torch.Tensor | None = None  # the last measured epoch's mean (signals × K × K), ranks alike
         self.enabled = True  # a controller that alone asks for the measurements turns them off once it has decided
 
     def due(self, step: int) -> bool:
         return self.enabled and step % self.every == 0
 
     def observe(self, step: int, losses: dict[str, torch.Tensor], counts: dict[str, torch.Tensor],
-                images: torch.Tensor, loss_terms: LossTerms, optimizer: torch.optim.Optimizer, lr_factor: float) -> None:
-        """Measure at ``step`` if it is due; ``losses`` still hold their graph (it is retained for the training step)."""
+                images: torch.Tensor, loss_terms: LossTerms, optimizer: torch.optim.Optimizer,
+                lr_factor: float) -> None:
+        """Measure at ``step`` if it is due; ``losses`` still hold their graph (retained for the training step)."""
         if not self.due(step):
             return
         started = time.perf_counter()
@@ -158,7 +159,8 @@ class AffinityProbe:
         lookahead, net = self.lookahead(step, gradients, plan, images, loss_terms, optimizer, lr_factor)
         return torch.stack([lookahead, net, cosine.cpu()])
 
-    def task_gradients(self, losses: dict[str, torch.Tensor], plan: ParameterPlan, counts: torch.Tensor) -> torch.Tensor:
+    def task_gradients(self, losses: dict[str, torch.Tensor], plan: ParameterPlan,
+                       counts: torch.Tensor) -> torch.Tensor:
         """K × P: each task's union-batch gradient over the shared parameters and its own branch (every task's branch
         has the same layout, so the rows line up)."""
         rows = []
@@ -183,7 +185,8 @@ class AffinityProbe:
         for j, task in enumerate(self.tasks):
             totals[0, j], counts[j] = base[task][0].double(), base[task][1].double()
         everything = [*plan.shared, *(p for branch in plan.branches for p in branch)]
-        drift = lookahead_step(optimizer, everything, gradients.new_zeros(sum(p.numel() for p in everything)), lr_factor)
+        zero = gradients.new_zeros(sum(p.numel() for p in everything))
+        drift = lookahead_step(optimizer, everything, zero, lr_factor)
         rows = [(1, dict(zip(map(id, everything), drift)))]
         for i, task in enumerate(self.tasks):
             params = plan.of(task)

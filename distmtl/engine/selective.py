@@ -20,13 +20,15 @@ and stops once every task shares a branch with another, or after ``patience`` de
 merge: the lock epoch. With fixed ``groups`` the structure is locked from the start. Under
 ``merge: lowest_loss`` the surviving branch of a merge is the one whose tasks' losses fell most, each
 task's epoch loss taken relative to its first epoch's: raw losses of different task kinds are not
-comparable (an MSE of 0.05 would always beat a cross-entropy of 1.5); ``merge: highest_loss`` keeps the branch whose
-tasks' losses fell least. Under ``criterion: affinity`` nothing is captured at the branch points: the run's
-:class:`~distmtl.engine.affinity.AffinityProbe` measures the lookahead affinity between the tasks (every
-``train.affinity_every`` steps, else every :data:`AFFINITY_EVERY`): each task's step applied to every branch, net of
-the optimizer's drift (``lookahead_net``: whether task i's gradient, fed to the optimizer, helps task j on its own
-branch), and the decision reads the mean of its last ``window`` epochs' matrices. Every merge's effect is recorded (``selective_merges``): each merged task's mean
-training loss over the :data:`EFFECT_STEPS` steps before the merge and the as many steps after it.
+comparable (an MSE of 0.05 would always beat a cross-entropy of 1.5); ``merge: highest_loss`` keeps
+the branch whose tasks' losses fell least. Under ``criterion: affinity`` nothing is captured at the
+branch points: the run's :class:`~distmtl.engine.affinity.AffinityProbe` measures the lookahead
+affinity between the tasks (every ``train.affinity_every`` steps, else every :data:`AFFINITY_EVERY`):
+each task's step applied to every branch, net of the optimizer's drift (``lookahead_net``: whether
+task i's gradient, fed to the optimizer, helps task j on its own branch), and the decision reads the
+mean of its last ``window`` epochs' matrices. Every merge's effect is recorded (``selective_merges``):
+each merged task's mean training loss over the :data:`EFFECT_STEPS` steps before the merge and as
+many steps after it.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class SelectiveSharingController:
         return AFFINITY_EVERY if self.cfg.criterion == "affinity" and not self.cfg.groups else 0
 
     def use_affinity(self, probe: Any, owned: bool) -> None:
-        """Read ``probe``'s epoch matrices (``owned``: it measures for this controller alone, so only while grouping)."""
+        """Read ``probe``'s epoch matrices (``owned``: it measures for this controller alone: only while grouping)."""
         self._probe, self._owns_probe = probe, owned
         self._gate_probe()
 
@@ -205,7 +207,8 @@ class SelectiveSharingController:
         full."""
         if self._probe is None or self._probe.epoch_mean is None:
             return None
-        self._window = [*self._window, self._probe.epoch_mean[SIGNALS.index("lookahead_net")].clone()][-self.cfg.window:]
+        matrix = self._probe.epoch_mean[SIGNALS.index("lookahead_net")].clone()
+        self._window = [*self._window, matrix][-self.cfg.window:]
         if len(self._window) < self.cfg.window:
             return None
         return torch.stack(self._window).mean(0).numpy()
@@ -234,7 +237,9 @@ class SelectiveSharingController:
 
     def diagnostics(self) -> dict[str, dict]:
         plan = self.last_plan
-        records: dict[str, dict] = {"selective_merges": {"merges": self.effects.records}} if self.effects.records else {}
+        records: dict[str, dict] = {}
+        if self.effects.records:
+            records["selective_merges"] = {"merges": self.effects.records}
         records["selective_groups"] = {
             "groups": self.model.groups(), "branch_of": self.model.branch_of, "locked": self.locked,
             "lock_epoch": self.lock_epoch, "labels": plan.labels if plan else {}}

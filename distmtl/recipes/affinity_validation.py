@@ -108,7 +108,8 @@ def best_on_average(seeds: list[SeedEvidence]) -> tuple[str, float]:
 
 
 def summary_table(seeds: list[SeedEvidence], signals: list[str], branch_limit: int,
-                  construction: dict[str, int] | None = None) -> tuple[list[dict], dict[str, list[SignalResult]], str, float]:
+                  construction: dict[str, int] | None = None
+                  ) -> tuple[list[dict], dict[str, list[SignalResult]], str, float]:
     """Per signal (and a random choice): mean ± std over seeds of every score; the per-seed results; the grouping
     best on average and its σ."""
     best, sigma = best_on_average(seeds)

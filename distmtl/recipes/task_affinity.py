@@ -199,7 +199,8 @@ def _markdown(dataset: str, table: list[dict], results: dict, best: str, sigma: 
               limit: int | None, construction: bool) -> str:
     n = len(seeds)
     budget = (f"chosen within {BUDGET} of independent networks' parameters, i.e. at most {limit} branches" if limit else
-              f"no trained grouping is within {BUDGET} of independent networks' parameters at this size: chosen among all")
+              f"no trained grouping is within {BUDGET} of independent networks' parameters at this size: chosen "
+              "among all")
     lines = [f"**{dataset}: which tasks to train together** ({len(seeds[0].groupings)} trained groupings per seed; "
              f"{budget}; best grouping by mean measured Δm: {best}, σ = {sigma:.2f} points)", "",
              "| signal | Spearman ρ | regret (Δm points) | within σ of the best | ARI vs construction | ARI vs best "

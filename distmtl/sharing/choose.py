@@ -76,7 +76,8 @@ def to_grouping(tasks: list[str], labels: np.ndarray) -> Grouping:
     return list(groups.values())
 
 
-def best_groupings(affinity: np.ndarray, tasks: list[str], group_counts: list[int]) -> dict[int, tuple[Grouping, float]]:
+def best_groupings(affinity: np.ndarray, tasks: list[str],
+                   group_counts: list[int]) -> dict[int, tuple[Grouping, float]]:
     """For each number of groups in ``group_counts``: the highest-scoring grouping into exactly that many groups,
     and its score (exhaustive for K ≤ :data:`EXHAUSTIVE_UP_TO`, else the stated search)."""
     if len(tasks) <= EXHAUSTIVE_UP_TO:

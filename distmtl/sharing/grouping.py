@@ -21,9 +21,10 @@ means "keep its own branch".
 
 HDBSCAN's clusters are relative: with a handful of tasks, the ones left over after the densest
 group often form a cluster of their own even when their gradients are unrelated. For
-``similarity``, ``dissimilarity`` and ``affinity`` the distance 1/2 is a natural bound (cos = 0: gradients
-neither agree nor oppose; no relative affinity: a task's step neither helps nor hurts the other), so every cluster is pruned: while some member's mean distance to the
-other members is at least 1/2, the farthest such member leaves (label −1); a cluster left smaller
+``similarity``, ``dissimilarity`` and ``affinity`` the distance 1/2 is a natural bound (cos = 0:
+gradients neither agree nor oppose; no relative affinity: a task's step neither helps nor hurts the
+other), so every cluster is pruned: while some member's mean distance to the other members is at
+least 1/2, the farthest such member leaves (label −1); a cluster left smaller
 than ``min_cluster_size`` dissolves. ``variance`` distances are relative by definition and are not
 pruned.
 """
