@@ -1,4 +1,5 @@
-"""The ``distmtl`` command line: ``train``, ``tune``, ``recipe``, ``baseline``, ``evaluate``, ``data convert`` and ``ui``.
+"""The ``distmtl`` command line: ``train``, ``tune``, ``affinity``, ``recipe``, ``baseline``, ``evaluate``,
+``data convert`` and ``ui``.
 
 Input problems (bad YAML, unknown keys, out-of-range values, missing files) print one line and
 exit with status 2 before anything starts.
@@ -78,6 +79,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="register the best trial's model in MLflow's model registry as NAME")
     _add_ray_options(tune)
 
+    affinity = sub.add_parser("affinity", help="one short run that measures task affinity, then the task grouping "
+                                               "for each budget that maximises it")
+    affinity.add_argument("--config", required=True, metavar="FILE", help="run configuration (YAML)")
+    affinity.add_argument("--workers", type=int, default=2, metavar="N", help="Train workers (DDP ranks), default 2")
+    affinity.add_argument("--budget", action="append", default=[], metavar="N|Fx",
+                          help="a number of branches (2) or a fraction of independent networks' parameters (0.5x), "
+                               "repeatable (default: 2 … K−1 branches and 0.5x)")
+    affinity.add_argument("--epochs", type=int, default=None, metavar="E",
+                          help="epochs of the affinity run (default: a third of the config's, at least 2)")
+    affinity.add_argument("--every", type=int, default=5, metavar="S",
+                          help="measure every S training steps (default 5)")
+    affinity.add_argument("--on", default="hard_sharing", choices=["hard_sharing", "branches"],
+                          help="the model measured: one hard-shared network (TAG's setting), or every task on its own "
+                               "Selective Sharing branch, each task's step applied to every branch")
+    affinity.add_argument("--signal", default="lookahead", choices=["lookahead", "lookahead_net", "cosine"],
+                          help="what the groupings maximise (default lookahead: TAG's inter-task affinity; "
+                               "lookahead_net: net of the optimizer's drift)")
+    affinity.add_argument("--name", default=None, help="run name (default: config name + affinity + timestamp)")
+    _add_ray_options(affinity)
+
     recipe = sub.add_parser("recipe", help="run an experiment of the source documents: a table of mean ± std over "
                                            "seeds, every run a child of one MLflow parent run")
     recipe.add_argument("name", nargs="?", metavar="NAME", help="the recipe (see --list)")
@@ -85,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--quick", action="store_true", help="tiny sizes (seconds per run) to check the pipeline")
     recipe.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="seeds per variant (default: the recipe's, at least 3; --quick: 2)")
+    recipe.add_argument("--first-seed", type=int, default=0, metavar="S",
+                        help="seeds S, S+1, … (default 0): check a finding on data no one has looked at")
     recipe.add_argument("--root", default=None, metavar="DIR",
                         help="add rows on a real data set at DIR (fine_coarse: CIFAR-100; cross_stitch: Oxford-IIIT Pet)")
     recipe.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="train.device of every run")
@@ -313,6 +336,37 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _affinity(args: argparse.Namespace) -> int:
+    import json
+
+    from distmtl.config import apply_overrides, load_yaml
+    from distmtl.data.sources import check_source_files
+    from distmtl.launch.affinity import plan, summary
+    from distmtl.tracking import default_tracking_uri
+    from distmtl.tracking.probe import check_tracking_store
+
+    _positive(args.gpus_per_worker, "--gpus-per-worker", allow_zero=True)
+    _positive(args.cpus_per_worker, "--cpus-per-worker")
+    _positive(args.workers, "--workers")
+    data = apply_overrides(load_yaml(args.config), _overrides(args))
+    chosen = plan(data, args.budget, args.epochs, args.every, args.config, args.on)
+    check_source_files(chosen.config.data)
+    check_tracking_store(args.mlflow_uri or default_tracking_uri())
+    from distmtl.launch.cluster import resolve_storage
+    from distmtl.launch.run import train_on_ray
+
+    stem = Path(args.config).stem
+    metrics = train_on_ray(chosen.config, workers=args.workers, gpus_per_worker=args.gpus_per_worker or 0.0,
+                           cpus=args.cpus_per_worker, storage_path=resolve_storage(args.storage),
+                           name=args.name or f"{stem}-affinity-{datetime.now():%Y%m%d-%H%M%S}",
+                           tracking_uri=args.mlflow_uri or default_tracking_uri(), experiment=args.experiment or stem,
+                           address=args.address)
+    report, result = summary(chosen, metrics, args.signal)
+    print(report)
+    print(json.dumps(result))
+    return 0
+
+
 def _pareto_table(front: list, metrics: list[str], modes: list[str]) -> str:
     """The Pareto front as a console table: one row per trial, its last-epoch objectives and searched values."""
     from distmtl.tune.outcome import short_value
@@ -357,12 +411,13 @@ def _recipe(args: argparse.Namespace) -> int:
         raise DistmtlError(f"recipe: name one of {', '.join(RECIPES)} (or --list)")
     recipe = RECIPES.get(args.name)
     _positive(args.seeds, "--seeds")
+    _positive(args.first_seed, "--first-seed", allow_zero=True)
     overrides = parse_set_args(args.overrides)
     if args.device:
         overrides["train.device"] = args.device
     uri = args.mlflow_uri or default_tracking_uri()
     check_tracking_store(uri)
-    result = run_recipe(recipe, RecipeOptions(args.quick, args.seeds, overrides, args.root), uri,
+    result = run_recipe(recipe, RecipeOptions(args.quick, args.seeds, overrides, args.root, args.first_seed), uri,
                         args.experiment or recipe.name, shlex.join(["distmtl", *args.argv]))
     print("\n" + result.markdown)
     return 0
@@ -517,5 +572,6 @@ def _ui(args: argparse.Namespace) -> int:
         return 0
 
 
-_COMMANDS = {"train": _train, "tune": _tune, "recipe": _recipe, "baseline": _baseline, "data": _data, "mlflow": _mlflow,
+_COMMANDS = {"train": _train, "tune": _tune, "affinity": _affinity, "recipe": _recipe, "baseline": _baseline,
+             "data": _data, "mlflow": _mlflow,
              "evaluate": _evaluate, "ui": _ui}

@@ -12,9 +12,10 @@ from mlflow.tracking import MlflowClient
 
 from distmtl.cli import main
 from distmtl.recipes import RECIPES
+from distmtl.recipes.task_affinity import SIGNAL_NAMES, digits_sample
 from distmtl.recipes.task_groupings import grouping_name, groupings
 
-CRITERIA = ("similarity", "dissimilarity", "variance")
+CRITERIA = ("similarity", "dissimilarity", "variance", "affinity")
 SELECTIVE = ["independent", "hard_sharing"] + [f"selective ({c}){retrained}" for c in CRITERIA
                                                for retrained in ("", ", retrained")]
 GENERATOR_TASKS = ["fine acc.", "coarse acc.", "shape MAE", "colour acc.", "texture acc."]
@@ -28,6 +29,13 @@ GROUPINGS = ["independent", "{fine, coarse, shape, colour, texture}", "{fine, co
              "{fine, coarse, texture} · {shape, colour}", "{fine, coarse} · {shape, colour, texture}",
              "{fine, colour} · {coarse, shape, texture}", "{fine, colour, texture} · {coarse, shape}",
              "{fine, shape, colour} · {coarse, texture}", "{fine, shape, colour, texture} · {coarse}"]
+
+AFFINITY_RUNS = ["affinity run (hard sharing)", "affinity run (branches)"]
+AFFINITY_DIGITS = ["independent", *(grouping_name(g) for g in digits_sample([f"is_{d}" for d in range(10)], quick=True)),
+                   *AFFINITY_RUNS, *(f"chosen ({s})" for s in SIGNAL_NAMES)]
+RULES = [f"merge: {r}" for r in ("lowest_loss", "highest_loss", "mean")]
+#: Cells a quick run may leave empty: no seed's branches locked, or merged, within the quick epochs.
+OPTIONAL = {"lock epoch", "progress lost at a merge", "worst progress lost"}
 
 ALONE = {"fine": "fine acc.", "coarse": "coarse acc.", "shape": "shape MAE", "colour": "colour acc.",
          "texture": "texture acc."}
@@ -74,6 +82,19 @@ EXPECTED = {
     "task_groupings": {
         "rows": [("generator", v) for v in GROUPINGS],
         "empty": {("generator", "independent", "branches")},
+    },
+    "task_affinity": {
+        "rows": [("generator", v) for v in [*GROUPINGS, *AFFINITY_RUNS]] + [("digits", v) for v in AFFINITY_DIGITS],
+        "empty": {(d, v, "branches") for d in ("generator", "digits") for v in ("independent", AFFINITY_RUNS[0])}
+        | {("generator", v, "mean bal. acc. (one-vs-all)") for v in [*GROUPINGS, *AFFINITY_RUNS]}
+        | {("digits", v, c) for v in AFFINITY_DIGITS for c in GENERATOR_TASKS}
+        | {(d, v, "affinity overhead") for d, names in (("generator", GROUPINGS), ("digits", AFFINITY_DIGITS))
+           for v in names if v not in AFFINITY_RUNS},
+    },
+    "merge_rules": {
+        "rows": [(d, v) for d in ("generator", "digits") for v in RULES],
+        "empty": {("generator", v, "mean bal. acc. (one-vs-all)") for v in RULES}
+        | {("digits", v, c) for v in RULES for c in GENERATOR_TASKS + ["ARI vs construction"]},
     },
 }
 QUICK_SEEDS = 2
@@ -123,9 +144,9 @@ def test_quick_recipe_table_is_what_its_child_runs_logged(name, store, tmp_path,
             if column == "lock epoch":  # only runs whose branches locked within the quick epochs have one
                 assert logged == [r.data.metrics["selective/lock_epoch"] for r in mine
                                   if r.data.metrics["selective/lock_epoch"] >= 0], row["variant"]
-                if not logged:
-                    assert cell["n"] == 0 and cell["text"] == "", row["variant"]
-                    continue
+            if column in OPTIONAL and not logged:  # nothing locked or merged within the quick epochs
+                assert cell["n"] == 0 and cell["text"] == "", row["variant"]
+                continue
             assert logged, (row["variant"], column, "no child run logged it")
             ratio_to = next(c.ratio_to for c in recipe.columns if c.header == column)
             if ratio_to:  # each seed's value over the reference variant's of the same seed
@@ -141,6 +162,8 @@ def test_quick_recipe_table_is_what_its_child_runs_logged(name, store, tmp_path,
         assert_retrained_runs_train_the_grouping_found(children)
     if name == "task_groupings":
         assert_groupings_train_fixed_branches_within_the_budget(children)
+    if name == "task_affinity":
+        assert_every_signal_is_scored_on_both_data_sets(table, markdown)
 
 
 def assert_retrained_runs_train_the_grouping_found(children) -> None:
@@ -166,6 +189,21 @@ def assert_groupings_train_fixed_branches_within_the_budget(children) -> None:
             assert run.data.metrics["selective/branches"] == variant.count("{"), variant
             assert run.data.metrics["selective/lock_epoch"] == -1.0 and run.data.metrics["selective/locked"] == 1.0
             assert run.data.metrics["params/total"] <= independent / 2, variant
+
+
+def assert_every_signal_is_scored_on_both_data_sets(table, markdown) -> None:
+    """The analysis below the table scores each signal on each data set (ρ and regret finite where defined, the
+    choice a partition of the tasks), and the digits runs that train a signal's choice trained it."""
+    for dataset, tasks in (("generator", list(ALONE)), ("digits", [f"is_{d}" for d in range(10)])):
+        found = table["analysis"]["data"][dataset]
+        assert set(found["signals"]) == {*SIGNAL_NAMES, "random grouping (expected)"}
+        for signal in SIGNAL_NAMES:
+            scores = found["signals"][signal]
+            assert scores["regret"]["n"] == QUICK_SEEDS and scores["regret"]["mean"] >= 0
+            assert scores["cost"]["mean"] > 0 and scores["exhaustive"]["mean"] > 0
+            for chosen in found["chosen"][signal]:
+                assert sorted(t for group in chosen for t in group) == sorted(tasks)
+    assert "Spearman ρ" in markdown and "generator: which tasks to train together" in markdown
 
 
 @pytest.mark.parametrize("tasks, count", [(["a"], 1), (["a", "b", "c"], 5), (["a", "b", "c", "d", "e"], 52)])

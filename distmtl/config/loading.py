@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from distmtl.config.plugins import UNKNOWN_PLUGIN
-from distmtl.config.schema import PLUGIN_KINDS, Config
+from distmtl.config.schema import PLUGIN_KINDS, Config, ModelConfig
 from distmtl.errors import ConfigError
 
 
@@ -88,6 +88,13 @@ def without(data: dict[str, Any], keys: tuple[str, ...] | list[str]) -> dict[str
         if isinstance(node, dict):
             node.pop(leaf, None)
     return result
+
+
+def plain_model(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a config as a dict) without the keys of its architecture: its ``model`` section keeps the keys
+    every architecture has, so that another architecture can be set."""
+    model = data.get("model", {})
+    return without(data, [f"model.{key}" for key in model if key not in ModelConfig.model_fields])
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:

@@ -158,6 +158,8 @@ class TrainConfig(Settings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
+    affinity_every: int = Field(0, ge=0, description="Measure task affinity (lookahead and gradient cosine, "
+                                                     "distmtl.engine.affinity) every N training steps; 0: never.")
     keep_checkpoints: int | None = Field(None, gt=0, description="Checkpoints kept per run; None keeps all.")
     max_failures: int = Field(
         2, ge=0, description="Worker-group restarts per run after a worker dies; each resumes from the latest checkpoint."

@@ -57,6 +57,7 @@ class TrainingState:
     config: dict[str, Any]
     structure: dict[str, Any] = field(default_factory=dict)
     controller: dict[str, Any] = field(default_factory=dict)
+    affinity: dict[str, Any] = field(default_factory=dict)  # the task-affinity probe's run totals, when it measures
     sampler: dict[str, int] = field(default_factory=dict)
     global_step: int = 0
     metrics: dict[str, float] = field(default_factory=dict)

@@ -20,7 +20,15 @@ and stops once every task shares a branch with another, or after ``patience`` de
 merge: the lock epoch. With fixed ``groups`` the structure is locked from the start. Under
 ``merge: lowest_loss`` the surviving branch of a merge is the one whose tasks' losses fell most, each
 task's epoch loss taken relative to its first epoch's: raw losses of different task kinds are not
-comparable (an MSE of 0.05 would always beat a cross-entropy of 1.5).
+comparable (an MSE of 0.05 would always beat a cross-entropy of 1.5); ``merge: highest_loss`` keeps
+the branch whose tasks' losses fell least. Under ``criterion: affinity`` nothing is captured at the
+branch points: the run's :class:`~distmtl.engine.affinity.AffinityProbe` measures the lookahead
+affinity between the tasks (every ``train.affinity_every`` steps, else every :data:`AFFINITY_EVERY`):
+each task's step applied to every branch, net of the optimizer's drift (``lookahead_net``: whether
+task i's gradient, fed to the optimizer, helps task j on its own branch), and the decision reads the
+mean of its last ``window`` epochs' matrices. Every merge's effect is recorded (``selective_merges``):
+each merged task's mean training loss over the :data:`EFFECT_STEPS` steps before the merge and as
+many steps after it.
 """
 
 from __future__ import annotations
@@ -29,25 +37,38 @@ from collections import Counter
 from functools import partial
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 
 from distmtl.config.plugins import Settings
+from distmtl.engine.affinity import SIGNALS
 from distmtl.engine.context import DistContext
+from distmtl.engine.merge_effects import MergeEffects
 from distmtl.engine.structure import CONTROLLERS
 from distmtl.models.selective_sharing import SelectiveSharing
-from distmtl.sharing.decide import decide
+from distmtl.sharing.decide import decide, decide_from_affinity
 from distmtl.sharing.plan import MergePlan, every_task_grouped
+
+#: Steps between two affinity measurements under ``criterion: affinity`` when ``train.affinity_every`` is 0.
+AFFINITY_EVERY = 10
+#: Training steps before and after a merge whose losses make its recorded effect.
+EFFECT_STEPS = 20
 
 
 class SelectiveGrouping(Settings):
     """How tasks are grouped and merged, and when the branches lock (``model.selective``, beside the branch shape)."""
 
-    criterion: Literal["similarity", "dissimilarity", "variance"] = "similarity"
+    criterion: Literal["similarity", "dissimilarity", "variance", "affinity"] = Field(
+        "similarity", description="What groups tasks: their gradients' similarity, dissimilarity or variance at the "
+                                  "branch points, or their lookahead affinity (distmtl.engine.affinity).")
     min_cluster_size: int = Field(2, ge=2)
     epsilon: float = Field(0.25, ge=0, le=1, description="HDBSCAN cluster_selection_epsilon on [0, 1] task distances.")
     tt_rank: int = Field(4, ge=1, description="Tensor-train rank r: the length of every task's factor.")
-    merge: Literal["lowest_loss", "mean", "max", "min"] = "lowest_loss"
+    merge: Literal["lowest_loss", "highest_loss", "mean", "max", "min"] = Field(
+        "lowest_loss", description="Which weights a merged branch keeps: the member branch whose tasks' losses fell "
+                                   "most (lowest_loss) or least (highest_loss) relative to their first epoch, or the "
+                                   "members' weights combined (mean, max, min).")
     patience: int = Field(3, ge=1, description="Lock after this many decisions in a row without a merge.")
     start_epoch: int = Field(0, ge=0, description="First epoch whose gradients are captured (a warm-up before grouping).")
     window: int = Field(2, ge=1, description="Epochs of captured gradients (each task's unit-norm epoch sum, added up) "
@@ -78,10 +99,27 @@ class SelectiveSharingController:
         self._coefficients: dict[str, torch.Tensor] = {}  # this step's, per hooked task, until its gradient arrives
         self._window: list[torch.Tensor] = []  # the last epochs' unit-norm task gradients (K × branch-point shape each)
         self.first_losses: dict[str, float] | None = None  # each task's mean training loss in the first epoch
+        self.effects = MergeEffects(model.task_names, EFFECT_STEPS)
+        self._probe: Any = None  # the run's affinity probe, under criterion affinity
+        self._owns_probe = False  # whether it measures only for this controller (then only while capturing)
 
     @property
     def capturing(self) -> bool:
         return not self.locked and self.epoch >= self.cfg.start_epoch
+
+    @property
+    def affinity_every(self) -> int:
+        """How often the affinity criterion needs a measurement (0: it does not)."""
+        return AFFINITY_EVERY if self.cfg.criterion == "affinity" and not self.cfg.groups else 0
+
+    def use_affinity(self, probe: Any, owned: bool) -> None:
+        """Read ``probe``'s epoch matrices (``owned``: it measures for this controller alone: only while grouping)."""
+        self._probe, self._owns_probe = probe, owned
+        self._gate_probe()
+
+    def _gate_probe(self) -> None:
+        if self._probe is not None and self._owns_probe:
+            self._probe.enabled = self.capturing
 
     @property
     def epoch_gradients(self) -> torch.Tensor | None:
@@ -90,7 +128,8 @@ class SelectiveSharingController:
 
     def observe(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
         self._coefficients.clear()
-        if not self.capturing:
+        self.effects.track(losses)
+        if not self.capturing or self.cfg.criterion == "affinity":
             self._release_hooks()
             return
         if self._gradients is None:
@@ -135,20 +174,44 @@ class SelectiveSharingController:
         capturing = self.capturing
         self.epoch = epoch + 1
         self.first_losses = self.first_losses or dict(mean_losses)
+        self.effects.close(ctx)
         if not capturing:
+            self._gate_probe()
             return False
+        evidence = self._affinity_evidence() if self.cfg.criterion == "affinity" else self._gradient_evidence(ctx)
+        if evidence is None:
+            self._gate_probe()
+            return False
+        plan = None
+        if ctx.is_main:
+            choose = decide_from_affinity if self.cfg.criterion == "affinity" else decide
+            plan = choose(evidence, self.model.task_names, self.model.branch_of, self.relative(mean_losses), self.cfg)
+        plan = ctx.broadcast_object(plan)
+        self.effects.merged(ctx, plan.merges, self.model.branch_of, epoch, self.first_losses)
+        self.apply(plan, epoch)
+        self._gate_probe()
+        return plan.changes
+
+    def _gradient_evidence(self, ctx: DistContext) -> np.ndarray | None:
+        """The sum of the window's unit-norm epoch gradients (all-reduced), once the window is full."""
         stacked = (self._gradients if self._gradients is not None else self._zero_sums()).double()
         self._gradients, self._rows = None, []
         ctx.all_reduce_sum(stacked)
         self._window = [*self._window, unit_norm(stacked).cpu()][-self.cfg.window:]
         if len(self._window) < self.cfg.window:
-            return False
-        gradients = torch.stack(self._window).sum(0).numpy()
-        plan = decide(gradients, self.model.task_names, self.model.branch_of, self.relative(mean_losses), self.cfg) \
-            if ctx.is_main else None
-        plan = ctx.broadcast_object(plan)
-        self.apply(plan, epoch)
-        return plan.changes
+            return None
+        return torch.stack(self._window).sum(0).numpy()
+
+    def _affinity_evidence(self) -> np.ndarray | None:
+        """The mean of the window's epoch ``lookahead_net`` matrices (the probe's, the same on every rank), once it is
+        full."""
+        if self._probe is None or self._probe.epoch_mean is None:
+            return None
+        matrix = self._probe.epoch_mean[SIGNALS.index("lookahead_net")].clone()
+        self._window = [*self._window, matrix][-self.cfg.window:]
+        if len(self._window) < self.cfg.window:
+            return None
+        return torch.stack(self._window).mean(0).numpy()
 
     def relative(self, mean_losses: dict[str, float]) -> dict[str, float]:
         """Each task's epoch loss divided by its first epoch's (0 where that was 0): comparable across task kinds."""
@@ -174,22 +237,28 @@ class SelectiveSharingController:
 
     def diagnostics(self) -> dict[str, dict]:
         plan = self.last_plan
-        records: dict[str, dict] = {"selective_groups": {
+        records: dict[str, dict] = {}
+        if self.effects.records:
+            records["selective_merges"] = {"merges": self.effects.records}
+        records["selective_groups"] = {
             "groups": self.model.groups(), "branch_of": self.model.branch_of, "locked": self.locked,
-            "lock_epoch": self.lock_epoch, "labels": plan.labels if plan else {}}}
+            "lock_epoch": self.lock_epoch, "labels": plan.labels if plan else {}}
         if plan and plan.similarity:
             records["selective_relatedness"] = {"tasks": self.model.task_names, "similarity": plan.similarity}
         return records
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "locked": self.locked, "lock_epoch": self.lock_epoch,
-                "quiet_epochs": self.quiet_epochs, "window": list(self._window), "first_losses": self.first_losses}
+                "quiet_epochs": self.quiet_epochs, "window": list(self._window), "first_losses": self.first_losses,
+                "merge_effects": self.effects.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.locked = state["epoch"], state["locked"]
         self.lock_epoch, self.quiet_epochs = state["lock_epoch"], state["quiet_epochs"]
         self._window = list(state.get("window", []))
         self.first_losses = state.get("first_losses")
+        self.effects.load_state_dict(state.get("merge_effects", []))
+        self._gate_probe()
 
 
 def capture_rounds(branch_of: dict[str, str]) -> list[list[str]]:

@@ -19,6 +19,7 @@ from distmtl.config.schema import Config
 from distmtl.data.noise import salt_and_pepper
 from distmtl.data.sources import RECONSTRUCTION, build_samples
 from distmtl.engine.accumulator import EpochAccumulator
+from distmtl.engine.affinity import build_probe
 from distmtl.engine.assembly import build_parts
 from distmtl.engine.buffer_sync import BufferSync
 from distmtl.engine.checkpoint import ARTIFACTS_DIR, Best, TrainingState, rng_state, set_rng_state
@@ -96,6 +97,9 @@ class Trainer:
         self.noise = torch.Generator(device=self.ctx.device)
         self.autocast = (torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
                          if config.train.precision == "bf16" else nullcontext())
+        self.affinity = build_probe(config, self.model, self.controller, self.samples.image_shape, self.ctx, self.autocast)
+        if self.affinity and state:
+            self.affinity.load_state_dict(state.affinity)
         self.clock.mark("loaders")
 
     # --- the run ---------------------------------------------------------------------------------
@@ -119,6 +123,7 @@ class Trainer:
         weights = self.weighting.weights()
         train_losses, train_metrics = self.train_epoch(epoch, weights)
         train_seconds = time.perf_counter() - started
+        affinity = self.affinity.end_epoch(train_seconds) if self.affinity else {}
         self.weighting.end_epoch(train_losses)
         if self.controller and self.controller.end_epoch(self.ctx, epoch, train_losses):
             self.optimizer = self._rebuild_optimizer()  # the architecture changed, on every rank alike
@@ -140,6 +145,7 @@ class Trainer:
         metrics.update({f"params/{k}": v for k, v in self.model.parameter_counts().items()})
         metrics.update(self.model.extra_metrics())
         metrics.update(self.clock.metrics())
+        metrics.update(affinity)
         if self.controller:
             metrics.update(self.controller.metrics())
         if self.best.improves(metrics[selection], self.selection_mode):
@@ -170,10 +176,15 @@ class Trainer:
                 outputs = self.net(images)
             terms = self._loss_terms(outputs, targets, masks)
             losses = {name: total / count.clamp(min=1) for name, (total, count) in terms.items()}
+            counts = {name: count for name, (_, count) in terms.items()}
+            if self.affinity:  # before the controller hooks this step's losses
+                self.affinity.observe(self.global_step, losses, counts, images,
+                                      partial(self._loss_terms, targets=targets, masks=masks), self.optimizer,
+                                      self.schedule.factor(self.global_step))
             if self.controller:
                 self.controller.observe(losses, weights)
             self.optimizer.zero_grad(set_to_none=True)
-            step = Step(self.model, self.reach, {name: count for name, (_, count) in terms.items()}, self.ctx,
+            step = Step(self.model, self.reach, counts, self.ctx,
                         self.global_step, self.config.train.seed, partial(self._losses_again, images, targets, masks))
             self.guard.observe(self.weighting.backward(losses, weights, step))
             self.schedule.apply(self.optimizer, self.global_step)
@@ -263,6 +274,7 @@ class Trainer:
             epoch=epoch, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
             weighting=self.weighting.state_dict(), best=self.best, rng=rng, config=self.config.model_dump(),
             structure=self.model.structure(), controller=self.controller.state_dict() if self.controller else {},
+            affinity=self.affinity.state_dict() if self.affinity else {},
             sampler={"epoch": epoch + 1, "batches_done": 0}, global_step=self.global_step, metrics=metrics,
             image_shape=list(self.samples.image_shape),
         )
@@ -290,7 +302,7 @@ class Trainer:
         with tempfile.TemporaryDirectory(prefix="distmtl-ckpt-") as directory:
             state.save(directory)
             records = {**self.model.diagnostics(), **(self.controller.diagnostics() if self.controller else {}),
-                       **self.prediction_records}
+                       **(self.affinity.record() if self.affinity else {}), **self.prediction_records}
             save_artifacts(records, Path(directory) / ARTIFACTS_DIR, state.epoch)
             self.reporter.report(state.metrics, directory)
 

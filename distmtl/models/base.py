@@ -39,6 +39,11 @@ class MultiTaskModel(nn.Module):
     def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
         raise NotImplementedError
 
+    def aligned_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        """The parameters of the task's branch when the model has identical task branches (Selective Sharing), in a
+        layout every task's branch shares, so that one task's update can be applied to another's branch; none here."""
+        return iter(())
+
     def optimizer_groups(self) -> list[dict]:
         """Parameter groups for the optimizer; a group may carry ``lr_scale`` (a learning-rate multiplier)."""
         return [{"params": list(self.parameters())}]

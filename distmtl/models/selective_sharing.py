@@ -38,7 +38,7 @@ from distmtl.errors import ConfigError
 from distmtl.features import Features, FeatureShape
 from distmtl.models.base import ARCHITECTURES, MultiTaskModel
 from distmtl.models.encoders import ENCODERS
-from distmtl.sharing.plan import Merge, apply_to_map
+from distmtl.sharing.plan import KEPT_BY_LOSS, Merge, apply_to_map
 from distmtl.tasks.base import Task
 
 VECTOR_KINDS = {"classification", "binary", "regression", "detection", "ranking"}
@@ -145,6 +145,10 @@ class SelectiveSharing(MultiTaskModel):
         yield from self.branches[self.branch_of[task]].parameters()
         yield from self.heads[task].parameters()
 
+    def aligned_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        """The task's branch (every branch has the same layers, so one task's branch step applies to any branch)."""
+        yield from self.branches[self.branch_of[task]].parameters()
+
     def parameter_counts(self) -> dict[str, int]:
         counts = super().parameter_counts()
         counts["branches"] = sum(p.numel() for p in self.branches.parameters())
@@ -166,7 +170,7 @@ class SelectiveSharing(MultiTaskModel):
 
     def _merge(self, merge: Merge) -> None:
         survivor = self.branches[merge.survivor]
-        if merge.rule != "lowest_loss":
+        if merge.rule not in KEPT_BY_LOSS:
             reduce = {"mean": lambda s: s.mean(0), "max": lambda s: s.amax(0), "min": lambda s: s.amin(0)}[merge.rule]
             for name, param in survivor.named_parameters():
                 stacked = torch.stack([self.branches[m].get_parameter(name) for m in merge.members])

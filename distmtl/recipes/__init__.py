@@ -5,7 +5,9 @@ from distmtl.recipes import (  # noqa: F401  (register)
     cross_stitch,
     fine_coarse,
     joint_mapping,
+    merge_rules,
     selective_sharing,
+    task_affinity,
     task_groupings,
     weightings,
 )

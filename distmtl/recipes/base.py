@@ -41,7 +41,8 @@ class Variant:
     ``rename`` maps task names of the column keys to this data set's (e.g. ``mask`` → ``trimap`` on
     Oxford-IIIT Pet); ``drop`` names keys of the config file the variant does not take (the settings of the
     file's architecture, when the variant trains another one); ``baseline_of`` names earlier single-task variants
-    (same data set and seed) whose results become this variant's ``train.baseline``, so its runs report Δm.
+    (same data set and seed) whose results become this variant's ``train.baseline``, so its runs report Δm;
+    ``derive`` computes further overrides from the earlier cells of the same seed (keyed ``(dataset, variant)``).
     """
 
     name: str
@@ -55,6 +56,7 @@ class Variant:
     rename: dict[str, str] = field(default_factory=dict)
     drop: tuple[str, ...] = ()
     baseline_of: tuple[str, ...] = ()
+    derive: Callable[[dict[tuple[str, str], Any]], dict[str, Any]] | None = None
 
     def key(self, column: Column) -> str:
         """The metric that fills ``column`` in this variant's runs."""
@@ -63,12 +65,14 @@ class Variant:
 
 @dataclass(frozen=True)
 class RecipeOptions:
-    """How the user asked for a recipe: size, seeds, config overrides and optional real-data directory."""
+    """How the user asked for a recipe: size, seeds (how many, from ``first_seed``), config overrides and optional
+    real-data directory."""
 
     quick: bool = False
     seeds: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     root: str | None = None
+    first_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class Recipe:
     quick: dict[str, Any]
     default_seeds: int = 3
     quick_seeds: int = 2
+    analysis: Callable[[list[Any]], dict[str, Any]] | None = None
 
     def seeds(self, options: RecipeOptions) -> int:
         """How many seeds to run: the user's number, else the quick or full default."""

@@ -43,11 +43,12 @@ def cell_config(recipe: Recipe, variant: Variant, options: RecipeOptions, seed: 
                 derived: dict[str, Any] | None = None) -> Config:
     """The config of ``variant`` on ``seed``: its file and overrides, the quick size, the user's ``--set``,
     then the seed (data and training), so that every seed draws other data and other initial weights, and
-    what it takes from earlier cells (``derived``)."""
+    what it takes from earlier cells (``derived``); the keys the variant drops go last, so that a quick size or a
+    ``--set`` of another architecture's keys (``model.selective.*``) reaches only the variants that take them."""
     overrides = {**variant.overrides, **(recipe.quick if options.quick else {}), **options.overrides,
                  "data.seed": seed, "train.seed": seed, **(derived or {})}
     path = CONFIGS / variant.config
-    return config_from_dict(apply_overrides(without(load_yaml(path), variant.drop), overrides), source=str(path))
+    return config_from_dict(without(apply_overrides(load_yaml(path), overrides), variant.drop), source=str(path))
 
 
 def derived_overrides(variant: Variant, done: dict[tuple[str, str], CellResult]) -> dict[str, Any]:
@@ -62,6 +63,8 @@ def derived_overrides(variant: Variant, done: dict[tuple[str, str], CellResult])
     if variant.groups_from:
         branch_of = final_structure(done[(variant.dataset, variant.groups_from)].checkpoint)["branch_of"]
         derived["model.selective.groups"] = list(tasks_by_branch(branch_of).values())  # singletons too: all fixed
+    if variant.derive:
+        derived.update(variant.derive(done))
     return derived
 
 
@@ -76,8 +79,8 @@ def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experi
     for variant in variants:
         if not variant.aux_from:  # a variant built on earlier checkpoints is checked when they exist
             check_config(cell_config(recipe, variant, options, 0))
-    params = {"recipe": recipe.name, "seeds": seeds, "quick": options.quick, "root": options.root,
-              "overrides": options.overrides}
+    params = {"recipe": recipe.name, "seeds": seeds, "first_seed": options.first_seed, "quick": options.quick,
+              "root": options.root, "overrides": options.overrides}
     tags = {"distmtl.recipe": recipe.name}
     with MlflowRun(tracking_uri, experiment, f"recipe-{recipe.name}", params, command="recipe",
                    tags={**tags, "distmtl.recipe_command": command}) as parent:
@@ -96,7 +99,7 @@ def _run_cells(recipe: Recipe, variants: list[Variant], options: RecipeOptions, 
     child run of ``parent`` (the run and its experiment)."""
     parent_run, experiment = parent
     runs: dict[tuple[str, str], list[dict[str, float]]] = {(v.dataset, v.name): [] for v in variants}
-    for seed in range(seeds):
+    for seed in range(options.first_seed, options.first_seed + seeds):
         done: dict[tuple[str, str], CellResult] = {}
         for variant in variants:
             config = cell_config(recipe, variant, options, seed, derived_overrides(variant, done))
@@ -121,8 +124,8 @@ def _document(recipe: Recipe, table: dict[str, Any], command: str, seconds: floa
     device = resolve_device(options.overrides.get("train.device", "auto"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return (f"### {recipe.name}: {recipe.description}\n\n"
-            f"Mean ± sample std over {recipe.seeds(options)} seeds (data and training seed 0…"
-            f"{recipe.seeds(options) - 1}); test metrics at each run's best validation epoch.\n\n"
+            f"Mean ± sample std over {recipe.seeds(options)} seeds (data and training seed {options.first_seed}…"
+            f"{options.first_seed + recipe.seeds(options) - 1}); test metrics at each run's best validation epoch.\n\n"
             f"{to_markdown(table)}\n\n"
             f"Command: `{command}`  \nMachine: {describe()}; torch device {name}  \n"
             f"Wall time: {seconds:.0f} s  \nMLflow parent run: {parent_run_id}\n")

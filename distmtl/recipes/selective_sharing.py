@@ -1,4 +1,4 @@
-"""Selective Sharing under its three criteria, and each criterion's final grouping retrained from scratch, against
+"""Selective Sharing under its four criteria, and each criterion's final grouping retrained from scratch, against
 independent networks and hard sharing, with parameter counts, lock epoch, branch count and, on the generator, the
 adjusted Rand index of the task grouping found against the generator's construction; on the generator and on
 digits one-vs-all."""
@@ -13,7 +13,7 @@ from distmtl.config.schema import Config
 from distmtl.recipes.base import Column, Extra, Recipe, RecipeOptions, Variant, register
 from distmtl.recipes.execution import final_structure
 
-CRITERIA = ("similarity", "dissimilarity", "variance")
+CRITERIA = ("similarity", "dissimilarity", "variance", "affinity")
 #: The generator's construction: geometry tasks are related to one another; each appearance task stands alone.
 GENERATOR_GROUPS = {"fine": 0, "coarse": 0, "shape": 0, "colour": 1, "texture": 2}
 #: Each generator task's test metric (shape: MAE), as columns of the recipes that train all five.
@@ -41,20 +41,20 @@ def mean_balanced_accuracy(config: Config, checkpoint: Path, final: dict[str, fl
     return {"recipe/mean_balanced_accuracy": sum(values) / len(values)}
 
 
-def _combined(*extras: Extra) -> Extra:
+def combined(*extras: Extra) -> Extra:
     def extra(config: Config, checkpoint: Path, final: dict[str, float]) -> dict[str, float]:
         return {k: v for e in extras for k, v in e(config, checkpoint, final).items()}
     return extra
 
 
 def variants(options: RecipeOptions) -> list[Variant]:
-    """Independent, hard sharing and the three criteria, each followed by its grouping retrained from scratch
+    """Independent, hard sharing and the four criteria, each followed by its grouping retrained from scratch
     (the branches merged from the first step, every epoch spent on the final structure), on the generator and on
     digits one-vs-all."""
     found = []
     for dataset, config, selective_extra, base_extra in (
-        ("generator", "selective_synthetic.yaml", _combined(lock_epoch, grouping_ari), None),
-        ("digits", "digits_one_vs_all.yaml", _combined(lock_epoch, mean_balanced_accuracy), mean_balanced_accuracy),
+        ("generator", "selective_synthetic.yaml", combined(lock_epoch, grouping_ari), None),
+        ("digits", "digits_one_vs_all.yaml", combined(lock_epoch, mean_balanced_accuracy), mean_balanced_accuracy),
     ):
         found += [Variant(a, dataset, config, {"model.architecture": a}, extra=base_extra, drop=("model.selective",))
                   for a in ("independent", "hard_sharing")]
@@ -68,7 +68,7 @@ def variants(options: RecipeOptions) -> list[Variant]:
 
 register(Recipe(
     name="selective_sharing",
-    description="Selective Sharing (3 criteria, each also retrained on the grouping it found) vs independent networks "
+    description="Selective Sharing (4 criteria, each also retrained on the grouping it found) vs independent networks "
                 "vs hard sharing",
     variants=variants,
     columns=(*GENERATOR_COLUMNS, Column("mean bal. acc. (one-vs-all)", "recipe/mean_balanced_accuracy"),

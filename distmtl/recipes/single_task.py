@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from distmtl.config import apply_overrides, config_from_dict, load_yaml, without
-from distmtl.config.schema import Config, ModelConfig
+from distmtl.config import apply_overrides, config_from_dict, load_yaml, plain_model
+from distmtl.config.schema import Config
 from distmtl.data.sources import check_targets
 from distmtl.engine.assembly import build_parts, check_config
 from distmtl.engine.checkpoint import TrainingState
@@ -45,12 +45,6 @@ def single_task_config(base: dict[str, Any], task: str, headline: str, seed: int
     """``base`` (a config as a dict) reduced to ``task`` alone, selected on its headline metric, on ``seed``."""
     overrides = {**single_task_overrides(base, task, headline), "data.seed": seed, "train.seed": seed}
     return config_from_dict(apply_overrides(plain_model(base), overrides), source=source)
-
-
-def plain_model(base: dict[str, Any]) -> dict[str, Any]:
-    """``base`` without the keys of its architecture (its ``model`` section keeps the common keys only)."""
-    model = base.get("model", {})
-    return without(base, [f"model.{key}" for key in model if key not in ModelConfig.model_fields])
 
 
 def run_single_task_baseline(config_path: str, overrides: dict[str, Any], seeds: int, out: Path, tracking_uri: str,

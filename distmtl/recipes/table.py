@@ -43,8 +43,11 @@ def build_table(recipe: Recipe, rows: list[Row]) -> dict[str, Any]:
                                     "n": summary.n, "text": summary.cell(column.digits)}
         table_rows.append({"dataset": row.variant.dataset, "variant": row.variant.name, "n": len(row.runs),
                            "cells": cells})
-    return {"recipe": recipe.name, "columns": [c.header for c in recipe.columns], "rows": table_rows,
-            "paired": _paired(recipe, rows)}
+    table = {"recipe": recipe.name, "columns": [c.header for c in recipe.columns], "rows": table_rows,
+             "paired": _paired(recipe, rows)}
+    if recipe.analysis:
+        table["analysis"] = recipe.analysis(rows)
+    return table
 
 
 def _paired(recipe: Recipe, rows: list[Row]) -> list[dict[str, Any]]:
@@ -80,6 +83,8 @@ def to_markdown(table: dict[str, Any]) -> str:
         text += (f"\n\nPaired differences against `{table['paired'][0]['reference']}` (same seeds; t-test on the "
                  "per-seed differences):\n\n"
                  + _markdown(["data", "variant", "metric", "Δ mean", "t", "p", "n"], paired))
+    if table.get("analysis", {}).get("markdown"):
+        text += "\n\n" + table["analysis"]["markdown"]
     return text
 
 

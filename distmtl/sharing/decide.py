@@ -7,7 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from distmtl.sharing.factorise import task_factors
-from distmtl.sharing.grouping import cosine_similarity, group_tasks
+from distmtl.sharing.grouping import affinity_distances, cosine_similarity, group_tasks
 from distmtl.sharing.plan import MergePlan, plan_merges
 
 
@@ -30,3 +30,14 @@ def decide(gradients: np.ndarray, tasks: list[str], branch_of: dict[str, str], l
     labels = dict(zip(tasks, (int(v) for v in group_tasks(factors, cfg.criterion, cfg.min_cluster_size, cfg.epsilon))))
     return MergePlan(labels=labels, merges=plan_merges(labels, branch_of, losses, cfg.merge),
                      similarity=cosine_similarity(factors).tolist())
+
+
+def decide_from_affinity(affinity: np.ndarray, tasks: list[str], branch_of: dict[str, str], losses: dict[str, float],
+                         cfg: GroupingSettings) -> MergePlan:
+    """The merge plan for a K × K lookahead ``affinity`` (row: the task whose step; tasks in ``tasks``' order):
+    HDBSCAN on :func:`~distmtl.sharing.grouping.affinity_distances`, pruned at the neutral distance 1/2."""
+    matrix = affinity_distances(affinity)
+    labels = dict(zip(tasks, (int(v) for v in group_tasks(matrix, "affinity", cfg.min_cluster_size, cfg.epsilon,
+                                                           matrix=matrix))))
+    return MergePlan(labels=labels, merges=plan_merges(labels, branch_of, losses, cfg.merge),
+                     similarity=(1.0 - 2.0 * matrix).tolist())

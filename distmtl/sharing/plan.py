@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: Merge rules that keep one member branch as it is, and how they pick it from the members' aggregated losses (each
+#: task's loss relative to its first epoch's): the branch whose tasks' losses fell most, or least.
+KEPT_BY_LOSS = {"lowest_loss": min, "highest_loss": max}
+
 @dataclass
 class Merge:
     """Branches ``members`` become one: ``survivor`` keeps its name; ``rule`` says how weights combine."""
@@ -36,8 +40,8 @@ def plan_merges(
     """One :class:`Merge` per cluster whose tasks sit on two or more branches.
 
     The survivor is the member branch with the lowest aggregated loss (mean of its tasks' entries in
-    ``task_losses``) under ``lowest_loss``, else the member with the smallest name (weights are then
-    combined). Losses of different task kinds (cross-entropy, MSE) are not on one scale, so the
+    ``task_losses``) under ``lowest_loss``, the highest under ``highest_loss``, else the member with the smallest
+    name (weights are then combined). Losses of different task kinds (cross-entropy, MSE) are not on one scale, so the
     controller passes each task's epoch loss relative to its first epoch's.
     """
     branch_loss = {
@@ -50,7 +54,8 @@ def plan_merges(
         if len(members) < 2:
             continue
         taken.update(members)
-        survivor = min(members, key=lambda b: (branch_loss[b], b)) if rule == "lowest_loss" else members[0]
+        pick = KEPT_BY_LOSS.get(rule)
+        survivor = pick(members, key=lambda b: (branch_loss[b], b)) if pick else members[0]
         merges.append(Merge(survivor, members, rule))
     return merges
 

@@ -77,25 +77,59 @@ def _annotated_heatmap(ax, matrix: np.ndarray, labels: list[str], cell: str, **s
 @PLOTS.register("selective_relatedness")
 def selective_relatedness(record: dict):
     """Heat map of the tasks' gradient-factor cosine similarity, ordered by an average-linkage dendrogram."""
+    plt = pyplot()
+    fig, (top, heat) = plt.subplots(2, 1, figsize=(0.45 * len(record["tasks"]) + 3, 0.45 * len(record["tasks"]) + 4),
+                                    gridspec_kw={"height_ratios": [1, 3]})
+    _dendrogram_heatmap(fig, top, heat, record["tasks"], np.asarray(record["similarity"]),
+                        "task relatedness (cosine of gradient factors)", vmin=-1, vmax=1)
+    fig.tight_layout()
+    return fig
+
+
+@PLOTS.register("task_affinity")
+def task_affinity(record: dict):
+    """The epoch's affinity matrices (row: the task whose step or gradient, column: the task whose loss), each ordered
+    by an average-linkage dendrogram of its symmetric part; the colour range is set by the off-diagonal values (a
+    task's own step helps it far more than another's) and every value is written in its cell."""
+    plt = pyplot()
+    tasks = record["tasks"]
+    panels = [(name, title) for name, title in (("lookahead", "lookahead Z(row → column)"),
+                                                ("lookahead_net", "lookahead net of the drift"),
+                                                ("cosine", "gradient cosine")) if name in record]
+    side = 0.5 * len(tasks) + 2.5
+    fig, axes = plt.subplots(2, len(panels), figsize=(side * len(panels), side + 1), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 3]})
+    for column, (name, title) in enumerate(panels):
+        matrix = np.asarray(record[name])
+        off = np.abs(matrix[~np.eye(len(tasks), dtype=bool)]) if len(tasks) > 1 else np.abs(matrix)
+        bound = max(float(off.max()), 1e-12)
+        order = _dendrogram_heatmap(fig, axes[0, column], axes[1, column], tasks, matrix, title, vmin=-bound,
+                                    vmax=bound)
+        for (i, j), value in np.ndenumerate(matrix[np.ix_(order, order)]):
+            axes[1, column].text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=6,
+                                 color="w" if abs(value) > 0.6 * bound else "k")
+    fig.tight_layout()
+    return fig
+
+
+def _dendrogram_heatmap(fig, top, heat, tasks: list[str], matrix: np.ndarray, title: str, **shown: Any) -> list[int]:
+    """``matrix`` as a heat map in ``heat``, its rows and columns ordered by the average-linkage dendrogram drawn in
+    ``top`` (distance: the largest value of the symmetric part minus each pair's); returns that order."""
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
 
-    plt = pyplot()
-    tasks, similarity = record["tasks"], np.asarray(record["similarity"])
-    distance = np.clip(1.0 - similarity, 0.0, 2.0)
+    symmetric = (matrix + matrix.T) / 2
+    distance = np.clip(symmetric.max() - symmetric, 0.0, None)
     np.fill_diagonal(distance, 0.0)
-    fig, (top, heat) = plt.subplots(2, 1, figsize=(0.45 * len(tasks) + 3, 0.45 * len(tasks) + 4),
-                                    gridspec_kw={"height_ratios": [1, 3]})
     tree = dendrogram(linkage(squareform(distance, checks=False), "average"), labels=tasks, ax=top, no_labels=True)
-    top.set_title("task relatedness (cosine of gradient factors)")
+    top.set_title(title)
     top.axis("off")
     order = tree["leaves"]
-    image = heat.imshow(similarity[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    image = heat.imshow(matrix[np.ix_(order, order)], cmap="RdBu_r", **shown)
     heat.set_xticks(range(len(order)), [tasks[i] for i in order], rotation=60, ha="right")
     heat.set_yticks(range(len(order)), [tasks[i] for i in order])
     fig.colorbar(image, ax=heat, fraction=0.046)
-    fig.tight_layout()
-    return fig
+    return order
 
 
 @PLOTS.register("pareto_front")

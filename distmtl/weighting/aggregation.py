@@ -69,8 +69,8 @@ class GradientWeighting(Weighting):
         for k, task in enumerate(self.tasks):
             wrt = [*split.shared, *split.own[task]]
             grads = torch.autograd.grad(scaled[k], wrt, retain_graph=k < last, allow_unused=True)
-            rows.append(_flat(grads[: len(split.shared)], split.shared, scaled[k].device))
-            own.append(_flat(grads[len(split.shared):], split.own[task], scaled[k].device))
+            rows.append(flat_gradients(grads[: len(split.shared)], split.shared, scaled[k].device))
+            own.append(flat_gradients(grads[len(split.shared):], split.own[task], scaled[k].device))
         jacobian = torch.stack(rows).float()
         counts = torch.stack([step.counts[t] for t in self.tasks]).float()
         if self.reduction == "exact":
@@ -102,17 +102,10 @@ class GradientWeighting(Weighting):
         (count-weighted) and the counts; a no-op in a single process."""
         if comm.world_size == 1:
             return shared, own
-        rows = shared * counts[:, None] if exact else shared
-        payload = torch.cat([rows.flatten(), *(g * n for g, n in zip(own, counts)), counts])
-        comm.all_reduce_sum(payload)
-        self._sent += payload.numel() * payload.element_size()
+        rows, own, sent = union_means(shared, counts, comm, own, weight_rows=exact)
+        self._sent += sent
         self._steps += 1
-        total = payload[-len(counts):].clamp(min=1)
-        rows = payload[: rows.numel()].view_as(rows)
-        rows = rows / total[:, None] if exact else rows / comm.world_size
-        sizes = [g.numel() for g in own]
-        parts = payload[shared.numel(): shared.numel() + sum(sizes)].split(sizes)
-        return rows, [part / n for part, n in zip(parts, total)]
+        return (rows if exact else rows / comm.world_size), own
 
     def epoch_metrics(self) -> dict[str, float]:
         metrics = self.average.metrics()
@@ -128,10 +121,32 @@ def effective_weights(jacobian: torch.Tensor, direction: torch.Tensor) -> torch.
     return torch.linalg.pinv(jacobian @ jacobian.T) @ (jacobian @ direction)
 
 
-def _flat(grads: tuple[torch.Tensor | None, ...], params: list[torch.nn.Parameter], device: torch.device) -> torch.Tensor:
-    """The gradients as one flat float32 vector (zeros where a parameter got none)."""
-    parts = [(g if g is not None else torch.zeros_like(p)).flatten().float() for g, p in zip(grads, params)]
-    return torch.cat(parts) if parts else torch.zeros(0, device=device)
+def union_means(rows: torch.Tensor, counts: torch.Tensor, comm: Collectives, own: list[torch.Tensor] = (),
+                weight_rows: bool = True) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+    """The union batch's task means from each rank's: ``rows`` (K × P, one per task) and the task-own gradients ``own``
+    (one per task, any size), each rank's multiplied by its K sample ``counts``, summed across ranks with the counts in
+    one all-reduce and divided by the global counts. Returns the rows, the own gradients and the bytes sent. With
+    ``weight_rows`` False the rows are summed as they are (the caller divides by the world size). A no-op in a single
+    process."""
+    if comm.world_size == 1:
+        return rows, list(own), 0
+    scaled = rows * counts[:, None] if weight_rows else rows
+    payload = torch.cat([scaled.flatten(), *(g * n for g, n in zip(own, counts)), counts])
+    comm.all_reduce_sum(payload)
+    total = payload[-len(counts):].clamp(min=1)
+    reduced = payload[: rows.numel()].view_as(rows)
+    if weight_rows:
+        reduced = reduced / total[:, None]
+    sizes = [g.numel() for g in own]
+    parts = payload[rows.numel(): rows.numel() + sum(sizes)].split(sizes)
+    return reduced, [part / n for part, n in zip(parts, total)], payload.numel() * payload.element_size()
+
+
+def flat_gradients(grads: tuple[torch.Tensor | None, ...], params: list[torch.nn.Parameter], device: torch.device,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The gradients as one flat vector of ``dtype`` (zeros where a parameter got none)."""
+    parts = [(g if g is not None else torch.zeros_like(p)).flatten().to(dtype) for g, p in zip(grads, params)]
+    return torch.cat(parts) if parts else torch.zeros(0, device=device, dtype=dtype)
 
 
 def _write(flat: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
