@@ -3,7 +3,6 @@ run and to its metrics; `distmtl evaluate` scores it again, also after it was re
 
 import re
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from distmtl.cli import main
@@ -23,7 +22,7 @@ def test_a_runs_best_model_is_a_logged_model_that_scores_its_test_metrics_again_
                                                                                               capsys):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for mlflow.search_logged_models
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # models:/ URIs resolve in --mlflow-uri's store
     config = small_config()
     with MlflowRun(uri, "models", "trial-abc", config.model_dump(), tags={"distmtl.trial_id": "abc"}) as run:
         final = run_cell(Variant("small", "generator", "small.yaml"), config, run, tmp_path / "out").metrics
@@ -32,7 +31,7 @@ def test_a_runs_best_model_is_a_logged_model_that_scores_its_test_metrics_again_
     assert logged.info.status == "FINISHED"
     assert not client.list_artifacts(run.real_run_id, "artifacts/model")  # no longer plain run artifacts
 
-    (model,) = mlflow.search_logged_models(experiment_ids=[logged.info.experiment_id], output_format="list")
+    (model,) = client.search_logged_models([logged.info.experiment_id])
     assert model.name == "model" and model.source_run_id == run.real_run_id and model.status.name == "READY"
     last = config.optim.epochs - 1
     assert [(o.model_id, o.step) for o in logged.outputs.model_outputs] == [(model.model_id, last)]
@@ -52,7 +51,8 @@ def test_a_runs_best_model_is_a_logged_model_that_scores_its_test_metrics_again_
     model_uri, version = register_trial_model(uri, "models", "abc", "best-small")
     assert model_uri == f"models:/{model.model_id}" and version == "1"
     (registered,) = client.search_model_versions("name = 'best-small'")
-    assert registered.run_id == run.real_run_id
+    assert registered.run_id == run.real_run_id and registered.source == model_uri
+    assert register_trial_model(uri, "models", "abc", "best-small")[1] == "2"  # a new version of the same name
     assert main(["evaluate", "--model", "models:/best-small/1", "--mlflow-uri", uri]) == 0
     assert printed_metrics(capsys.readouterr().out) == expected
 

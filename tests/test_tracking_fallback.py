@@ -14,6 +14,7 @@ from distmtl.cli import main
 from distmtl.logs import configure_logging
 from distmtl.tracking import MlflowRun
 from distmtl.tracking.fallback import FallbackWriter
+from distmtl.tracking.model_export import download_model
 
 from conftest import free_port
 
@@ -167,7 +168,7 @@ def test_a_record_the_store_refuses_is_reported_and_does_not_stop_the_others(ser
     assert MlflowClient(server.uri).get_run(run.run_id).data.metrics == {"epoch": 0.0, "val/loss": 1.0}
 
 
-def test_a_model_logged_while_the_server_is_down_is_replayed_as_the_runs_logged_model(tmp_path, monkeypatch):
+def test_a_model_logged_while_the_server_is_down_is_replayed_as_the_runs_logged_model(tmp_path):
     import mlflow.pytorch
     import torch
 
@@ -185,7 +186,6 @@ def test_a_model_logged_while_the_server_is_down_is_replayed_as_the_runs_logged_
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["mlflow", "replay", str(journal), "--mlflow-uri", store]) == 0 and not journal.exists()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("exp").experiment_id
     (replayed,) = client.search_runs([experiment])
@@ -193,4 +193,5 @@ def test_a_model_logged_while_the_server_is_down_is_replayed_as_the_runs_logged_
     assert model.source_run_id == replayed.info.run_id and model.name == "model"
     assert {m.key: (m.step, m.value) for m in model.metrics} == {
         "epoch": (1, 1.0), "val/loss": (1, 0.5), "test/fine/accuracy": (1, 0.75)}  # the run's last epoch
-    assert mlflow.pytorch.load_model(f"models:/{model.model_id}").out_features == 3
+    folder = download_model(f"models:/{model.model_id}", str(tmp_path / "downloaded"), store)
+    assert mlflow.pytorch.load_model(str(folder)).out_features == 3

@@ -70,7 +70,8 @@ def download_model(uri: str, destination: str, tracking_uri: str) -> Path:
     from mlflow.exceptions import MlflowException
 
     try:
-        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=destination, tracking_uri=tracking_uri))
+        located = _model_location(uri, tracking_uri)
+        return Path(mlflow.artifacts.download_artifacts(located, dst_path=destination, tracking_uri=tracking_uri))
     except MlflowException:
         found = _ARTIFACT_URI.match(uri)
         if found is None:
@@ -78,10 +79,29 @@ def download_model(uri: str, destination: str, tracking_uri: str) -> Path:
     return download_model(f"runs:/{found['run']}/{MODEL_NAME}", destination, tracking_uri)
 
 
+def _model_location(uri: str, tracking_uri: str) -> str:
+    """A ``models:/`` URI as the artifact location it names in the store at ``tracking_uri`` (MLflow resolves
+    ``models:/`` against the process-wide tracking URI, which may be another store); other URIs as they are."""
+    if not uri.startswith("models:/"):
+        return uri
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    reference = uri.removeprefix("models:/").strip("/")
+    if "/" in reference:
+        name, version = reference.split("/", 1)
+        return client.get_model_version_download_uri(name, version)
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        return client.get_model_version_download_uri(name, client.get_model_version_by_alias(name, alias).version)
+    return client.get_logged_model(reference).artifact_location
+
+
 def register_trial_model(tracking_uri: str, experiment: str, trial_id: str, name: str) -> tuple[str, str]:
     """Register the logged model of the sweep trial ``trial_id`` (its MLflow run in ``experiment``) as ``name``;
     returns the model's URI (``models:/<model id>``) and the new version."""
-    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -94,6 +114,12 @@ def register_trial_model(tracking_uri: str, experiment: str, trial_id: str, name
     if not outputs:
         raise DistmtlError(f"--register: the MLflow run of trial {trial_id} ({runs[0].info.run_id}) has no logged "
                            "model (its trial saved no best epoch)")
-    model_uri = f"models:/{max(outputs, key=lambda o: o.step).model_id}"
-    mlflow.set_tracking_uri(tracking_uri)
-    return model_uri, str(mlflow.register_model(model_uri, name).version)
+    model_id = max(outputs, key=lambda o: o.step).model_id
+    model_uri = f"models:/{model_id}"
+    try:  # through this store's client: mlflow.register_model would need the process-wide tracking URI set
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    version = client.create_model_version(name, model_uri, run_id=runs[0].info.run_id, model_id=model_id)
+    return model_uri, str(version.version)
