@@ -14,9 +14,9 @@ from torchvision.ops import box_iou
 
 from distmtl.data.batch_loader import to_tensors
 from distmtl.data.sample_set import MultiTaskDataset
+from distmtl.data.sources import build_samples
 from distmtl.data.splits import split_by_group
 from distmtl.data.synthetic import class_names
-from distmtl.data.sources import build_samples
 from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.engine.checkpoint import load_checkpoint
 from distmtl.engine.trainer import TIMINGS

@@ -10,20 +10,19 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
-from torchjd.aggregation import (IMTLG, MGDA, UPGrad, AlignedMTL, CAGrad, ConFIG, DualProj, GradDrop, NashMTL,
-                                 PCGrad)
+from torchjd.aggregation import IMTLG, MGDA, AlignedMTL, CAGrad, ConFIG, DualProj, GradDrop, NashMTL, PCGrad, UPGrad
 
 from distmtl.config.schema import ARCHITECTURE, WEIGHTING
+from distmtl.data.sources import check_targets
 from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.errors import ConfigError
 from distmtl.models import build_model
 from distmtl.tasks import build_tasks
-from distmtl.data.sources import check_targets
 from distmtl.weighting import WEIGHTINGS, ParameterSplit, Step, build_weighting, exactness, split_parameters
 from distmtl.weighting.aggregation import GradientWeighting
+from test_engine import _free_port
 
 from conftest import interrupted_run, small_config
-from test_engine import _free_port
 
 GRADIENT_METHODS = sorted(m for m in WEIGHTINGS if WEIGHTINGS.get(m).kind == "gradient")
 JACOBIAN = torch.tensor([[1.0, -2.0, 0.5, 3.0, -1.0], [-0.5, 1.0, 2.0, -1.0, 0.0], [2.0, 0.5, -1.0, 0.0, 1.5]])

@@ -16,7 +16,6 @@ from distmtl.data.sample_set import SampleSet, TargetSpec
 from distmtl.data.sources import build_source
 from distmtl.data.synthetic import generate
 from distmtl.errors import DistmtlError
-
 from fake_datasets import write_oxford_pet
 
 

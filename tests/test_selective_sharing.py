@@ -21,9 +21,9 @@ from distmtl.sharing.factorise import task_factors
 from distmtl.sharing.grouping import group_tasks, prune
 from distmtl.sharing.plan import Merge, plan_merges
 from distmtl.tasks import build_tasks
+from test_engine import _free_port
 
 from conftest import interrupted_run, small_config
-from test_engine import _free_port
 
 TASKS = ["fine", "coarse", "shape", "colour", "texture"]
 CFG = dict(architecture="selective_sharing", channels=[8, 16], bottleneck=16, selective=dict(hidden=8))

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import (Field, SerializeAsAny, ValidationInfo, ValidatorFunctionWrapHandler, field_validator,
-                      model_validator)
+from pydantic import (
+    Field,
+    SerializeAsAny,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from distmtl.config.plugins import PluginKind, Settings
-
 
 
 class AugmentConfig(Settings):

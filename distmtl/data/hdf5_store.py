@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
 import distmtl
-from distmtl.data.chunk_sampler import ChunkShuffleSampler
 from distmtl.config.schema import DataConfig
+from distmtl.data.chunk_sampler import ChunkShuffleSampler
 from distmtl.data.sample_set import SampleSet, TargetSpec, make_item
 from distmtl.data.sources import register_source, require_root
 from distmtl.errors import DistmtlError

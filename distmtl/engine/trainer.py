@@ -34,8 +34,8 @@ from distmtl.engine.startup import StartupClock
 from distmtl.engine.structure import build_controller
 from distmtl.errors import DistmtlError
 from distmtl.models import MultiTaskModel
-from distmtl.weighting import ParameterSplit, Step, split_parameters
 from distmtl.tracking.plots import save_artifacts
+from distmtl.weighting import ParameterSplit, Step, split_parameters
 
 log = logging.getLogger("distmtl")
 #: Test images drawn with a segmentation or detection task's predictions over them.

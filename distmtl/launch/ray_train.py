@@ -13,8 +13,7 @@ from typing import Any
 
 import ray.train
 import torch
-from ray.train import (Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig,
-                       UserCallback)
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from distmtl.config.schema import Config

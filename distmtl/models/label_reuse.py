@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch import nn
-
 from pydantic import Field
+from torch import nn
 
 from distmtl.config.plugins import Settings
 from distmtl.config.schema import ModelConfig

@@ -28,9 +28,8 @@ import zlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
-
 from pydantic import Field, model_validator
+from torch import nn
 
 from distmtl.config.plugins import Settings
 from distmtl.config.schema import ModelConfig

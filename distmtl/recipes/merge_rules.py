@@ -11,8 +11,13 @@ from distmtl.config.schema import Config
 from distmtl.engine.checkpoint import TrainingState
 from distmtl.engine.merge_effects import progress_lost
 from distmtl.recipes.base import Column, Recipe, RecipeOptions, Variant, register
-from distmtl.recipes.selective_sharing import (GENERATOR_COLUMNS, combined, grouping_ari, lock_epoch,
-                                               mean_balanced_accuracy)
+from distmtl.recipes.selective_sharing import (
+    GENERATOR_COLUMNS,
+    combined,
+    grouping_ari,
+    lock_epoch,
+    mean_balanced_accuracy,
+)
 
 RULES = ("lowest_loss", "highest_loss", "mean")
 

@@ -25,7 +25,6 @@ from distmtl.tasks import build_tasks
 from distmtl.tasks.baseline import Baseline, TaskBaseline
 from distmtl.tracking import MlflowRun
 
-
 #: Config maps keyed by task name besides the weights (which a single task does not need): kept for the task alone.
 TASK_KEYED = ("data.target_fraction", "data.augment.policy")
 

@@ -8,8 +8,9 @@ MLflow). matplotlib is imported, with its non-interactive backend, only when a f
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

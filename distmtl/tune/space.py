@@ -35,7 +35,6 @@ from distmtl.data.sources import check_source_files
 from distmtl.engine.assembly import build_parts, check_config
 from distmtl.errors import ConfigError
 
-
 _UNSET = object()
 
 
