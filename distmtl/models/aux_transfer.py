@@ -42,7 +42,8 @@ class AuxTransfer(MultiTaskModel):
                  frozen_encoders: Sequence[Encoder] = ()) -> None:
         super().__init__()
         if not frozen_encoders:
-            raise ConfigError("model.aux_checkpoints: aux_transfer needs at least one checkpoint directory of an earlier run")
+            raise ConfigError("model.aux_checkpoints: aux_transfer needs at least one checkpoint directory "
+                              "of an earlier run")
         self.task_names = list(tasks)
         self.encoder = ENCODERS.get(cfg.encoder)(cfg, in_channels)
         self.aux = nn.ModuleList(frozen_encoders)
