@@ -325,7 +325,8 @@ def test_the_branches_run_is_every_task_on_its_own_branch_with_the_configs_branc
     from distmtl.config import load_yaml
     from distmtl.launch.affinity import plan
 
-    config = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["2"], None, 5, "x", "branches").config
+    config = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["2"], None, 5, "x",
+                  "branches").config
     assert config.model.architecture == "selective_sharing" and config.train.affinity_every == 5
     assert config.model.selective.groups == [[t] for t in config.tasks]
     assert (config.model.selective.shared_stages, config.model.selective.branch_layers) == (0, 0)  # the config's own
@@ -336,7 +337,8 @@ def test_a_parameter_budget_chooses_among_groupings_whose_built_model_fits() -> 
     from distmtl.config import load_yaml
     from distmtl.launch.affinity import choose, plan
 
-    found = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["3", "0.5x", "0.65x"], None, 5, "x")
+    found = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["3", "0.5x", "0.65x"], None,
+                 5, "x")
     assert found.counts[0] == 141230 and found.counts[2] == 57662  # independent networks; two branches (README)
     assert found.limits == {"3": 3, "0.5x": 2, "0.65x": 3}
     tasks = found.config.tasks  # fine, coarse, shape, colour, texture
