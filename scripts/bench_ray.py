@@ -149,7 +149,7 @@ def main() -> None:
     print(f"config {args.config}, {args.workers} workers, {epochs} epochs, device {args.device}, {repeats} run(s) each")
 
     torch_epochs, ray_epochs, phases, groups = [], [], [], []
-    for repeat in range(repeats):
+    for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             torch_history = run_torch(config, args.workers, backend, Path(tmp))
             ray_history, clock = run_ray(config, args.workers, gpus, Path(tmp))

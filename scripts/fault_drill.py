@@ -158,11 +158,12 @@ def main() -> None:
         directory = root / f"run{i}"
         directory.mkdir()
         run = start(directory, f"drill{i}", args.epochs, args.samples)
-        if not wait_for(lambda: len(train_workers(run)) == 2, 300):
+        if not wait_for(lambda run=run: len(train_workers(run)) == 2, 300):
             sys.exit(f"run {i}: its two Train workers did not start within 300 s")
         started = time.monotonic()
         epoch, fraction = rng.randrange(args.epochs), rng.random()  # the point: this far into this epoch
-        wait_for(lambda: run.epochs_logged() >= epoch or run.process.poll() is not None, 600, poll=0.5)
+        wait_for(lambda run=run, epoch=epoch: run.epochs_logged() >= epoch or run.process.poll() is not None, 600,
+                 poll=0.5)
         time.sleep(fraction * epoch_seconds)
         delay = time.monotonic() - started
         victims = train_workers(run)
