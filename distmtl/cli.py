@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distmtl", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final summary")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="tune: also Ray's own notices and every worker's output (default: one line per trial event)")
+                        help="tune: also Ray's own notices and every worker's output "
+                             "(default: one line per trial event)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one config with Ray Train (DDP over N workers)")
@@ -109,12 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--first-seed", type=int, default=0, metavar="S",
                         help="seeds S, S+1, … (default 0): check a finding on data no one has looked at")
     recipe.add_argument("--root", default=None, metavar="DIR",
-                        help="add rows on a real data set at DIR (fine_coarse: CIFAR-100; cross_stitch: Oxford-IIIT Pet)")
+                        help="add rows on a real data set at DIR "
+                             "(fine_coarse: CIFAR-100; cross_stitch: Oxford-IIIT Pet)")
     recipe.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="train.device of every run")
     recipe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key of every run (repeatable)")
     recipe.add_argument("--mlflow-uri", default=None, metavar="URI")
-    recipe.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment (default: the recipe's name)")
+    recipe.add_argument("--experiment", default=None, metavar="NAME",
+                        help="MLflow experiment (default: the recipe's name)")
 
     baseline = sub.add_parser("baseline", help="baselines: single-task networks for Δm (--single-task), or the "
                                                "transfer-learning baseline (frozen classifier + ridge map)")
@@ -126,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--seeds", type=int, default=3, metavar="N", help="--single-task: seeds per task (default 3)")
     baseline.add_argument("--force", action="store_true", help="--single-task: replace --out if it exists")
     baseline.add_argument("--classify", default=None, metavar="TASK", help="transfer: the classification task to train")
-    baseline.add_argument("--map", default=None, metavar="TASK", help="transfer: the regression (coordinates) task to map to")
+    baseline.add_argument("--map", default=None, metavar="TASK",
+                          help="transfer: the regression (coordinates) task to map to")
     baseline.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     baseline.add_argument("--mlflow-uri", default=None, metavar="URI")
     baseline.add_argument("--experiment", default=None, metavar="NAME")
@@ -152,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "folder")
     evaluate.add_argument("--config", default=None, metavar="FILE",
                           help="run configuration (default: the config.yaml saved with the model)")
-    evaluate.add_argument("--split", default="test", choices=["val", "test"], help="which split to score (default test)")
+    evaluate.add_argument("--split", default="test", choices=["val", "test"],
+                          help="which split to score (default test)")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override a config key, e.g. --set data.root=/data/pets (repeatable)")
     evaluate.add_argument("--mlflow-uri", default=None, metavar="URI",
@@ -375,7 +380,8 @@ def _pareto_table(front: list, metrics: list[str], modes: list[str]) -> str:
     header = ["trial", *(f"{m} ({d})" for m, d in zip(metrics, modes)), *keys]
     rows = [[t.trial_id, *(f"{v:.4g}" for v in t.values(metrics)), *(short_value(t.searched.get(k, "")) for k in keys)]
             for t in sorted(front, key=lambda t: t.values(metrics)[0])]
-    return _table(f"Pareto front: {len(front)} trial(s) that no other finished trial beats on every metric", header, rows)
+    return _table(f"Pareto front: {len(front)} trial(s) that no other finished trial beats on every metric",
+                  header, rows)
 
 
 def _ranking_table(ranking: list, score: str) -> str:
@@ -462,7 +468,8 @@ def _single_task_baseline(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise DistmtlError(f"--seeds must be at least 1 (got {args.seeds})")
     baseline = run_single_task_baseline(args.config, parse_set_args(args.overrides), args.seeds, out,
-                                        args.mlflow_uri or default_tracking_uri(), args.experiment or Path(args.config).stem,
+                                        args.mlflow_uri or default_tracking_uri(),
+                                        args.experiment or Path(args.config).stem,
                                         shlex.join(["distmtl", *args.argv]))
     print(f"single-task baseline ({args.seeds} seed(s) per task) written to {out}:")
     for task, result in baseline.tasks.items():
@@ -513,7 +520,8 @@ def _mlflow(args: argparse.Namespace) -> int:
 def _format_metrics(title: str, metrics: dict) -> str:
     keys = sorted(k for k in metrics if k.startswith(("best/", "val/", "test/", "cv/")) or k in ("best_epoch", "epoch"))
     lines = [f"{title}:"]
-    lines += [f"  {k:<28} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"  {k:<28} {metrics[k]}" for k in keys]
+    lines += [f"  {k:<28} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"  {k:<28} {metrics[k]}"
+              for k in keys]
     return "\n".join(lines)
 
 
@@ -534,7 +542,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         try:
             local = download_model(args.model, scratch, args.mlflow_uri or default_tracking_uri())
         except (MlflowException, OSError) as exc:
-            raise DistmtlError(f"--model {args.model}: not found ({str(exc).splitlines()[0]}); give models:/<model id>, "
+            raise DistmtlError(f"--model {args.model}: not found ({str(exc).splitlines()[0]}); "
+                               "give models:/<model id>, "
                                "runs:/<run id>/model of a run that finished, models:/<name>/<version>, or a model "
                                "folder") from None
         config_path = Path(args.config) if args.config else local / CONFIG_FILE

@@ -13,7 +13,8 @@ def describe(device: torch.device | None = None) -> str:
     """CPU model and cores, memory, the visible GPU (if any), OS, torch and Python versions; with ``device``,
     also the device the figures ran on and torch's CPU thread count."""
     cpuinfo = Path("/proc/cpuinfo")
-    models = ([line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+    models = ([line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+               if line.startswith("model name")]
               if cpuinfo.exists() else [])
     cpu = models[0] if models else (platform.processor() or platform.machine())
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"

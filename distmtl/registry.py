@@ -9,7 +9,8 @@ carry config settings (architectures, weighting methods, structure controllers) 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 from distmtl.errors import ConfigError
 

@@ -88,7 +88,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=None, help="default 16000 (8000 with --quick)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=None, help="epochs per loader, taken in turns (default 5, 3 quick)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="epochs per loader, taken in turns (default 5, 3 quick)")
     args = parser.parse_args(argv)
     if args.samples is None:
         args.samples = 8000 if args.quick else 16000
@@ -109,8 +110,8 @@ def build_rows(samples, tmp: Path, batch_size: int, pin: bool) -> list[Row]:
     for workers in (0, 2):
         memory = samples.dataset(indices)
         sampler = samples.train_sampler(memory, 0, 1, 0)
-        rows.append(Row("in-memory tensors", "shuffled", workers, make_loader(memory, batch_size, sampler, workers, pin),
-                        sampler))
+        rows.append(Row("in-memory tensors", "shuffled", workers,
+                        make_loader(memory, batch_size, sampler, workers, pin), sampler))
     for chunk in (16, 64, 256):
         for compression in ("none", "lzf", "gzip"):
             path = write_store(samples, tmp / f"c{chunk}-{compression}.h5", source="synthetic", chunk=chunk,
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     base = results[0][3]
     ratio = [statistics.median(r / b for r, b in zip(rates, base)) for *_, rates in results]
     print(f"machine: {describe(device)}; h5py {h5py.__version__}, HDF5 {h5py.version.hdf5_version}")
-    print(f"{args.samples} images of {args.image_size}×{args.image_size} ({image_mib:.0f} MiB as uint8; HDF5 chunk cache "
+    print(f"{args.samples} images of {args.image_size}×{args.image_size} "
+          f"({image_mib:.0f} MiB as uint8; HDF5 chunk cache "
           f"{CHUNK_CACHE_BYTES // 2**20} MiB per dataset), batch {args.batch_size}, {args.rounds} rounds; "
           "files in the OS page cache")
     print("| loader | setting | DataLoader workers | images/s (median) | vs in-memory, 0 workers (median) |")
@@ -177,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     for (name, setting, workers, rates), r in zip(results, ratio):
         print(f"| {name} | {setting} | {workers} | {statistics.median(rates):,.0f} | {r:.2f}× |")
 
-    hdf5 = [(setting, workers, r) for (name, setting, workers, _), r in zip(results, ratio) if name.endswith("batch reads")]
+    hdf5 = [(setting, workers, r) for (name, setting, workers, _), r in zip(results, ratio)
+            if name.endswith("batch reads")]
     per_sample = [r for (name, *_), r in zip(results, ratio) if name.endswith("per-sample collation")]
     at_64 = {(setting.split(", ")[1], workers): r for setting, workers, r in hdf5 if setting.startswith("chunk 64,")}
     rates_64 = {(setting.split(", ")[1], workers): rates for name, setting, workers, rates in results
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "hdf5_vs_memory_chunk64": {c: round(at_64[c, 0], 3) for c in kinds},
         "hdf5_best_with_workers_vs_memory": round(max(r for _, workers, r in hdf5 if workers > 0), 3),
         "workers2_speedup_chunk64": {c: round(speedup(c), 3) for c in kinds},
-        "per_sample_vs_memory_chunk64_lzf": {"0_workers": round(per_sample[0], 3), "2_workers": round(per_sample[1], 3)},
+        "per_sample_vs_memory_chunk64_lzf": {"0_workers": round(per_sample[0], 3),
+                                             "2_workers": round(per_sample[1], 3)},
         "fully_random_vs_memory": round(ratio[-3], 3),
         "png_vs_memory": round(ratio[-2], 3),
     }

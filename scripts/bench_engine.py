@@ -67,7 +67,8 @@ class PlainLoop:
         for images, *targets in self.loader:
             images = images.to(self.device, non_blocking=True)
             outputs = self.model(images)
-            loss = sum(weights[t] * self.tasks[t].per_sample_loss(outputs[t].float(), y.to(self.device, non_blocking=True)).mean()
+            loss = sum(weights[t] * self.tasks[t].per_sample_loss(outputs[t].float(),
+                                                                  y.to(self.device, non_blocking=True)).mean()
                        for t, y in zip(self.names, targets))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -175,7 +176,8 @@ def main() -> None:
     parser.add_argument("--precision-warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row to the precision table")
     parser.add_argument("--quick", action="store_true",
-                        help="at most 7 timed epochs, a smaller cross-stitch set; on CPU a 64 px, batch 8 precision table")
+                        help="at most 7 timed epochs, a smaller cross-stitch set; "
+                             "on CPU a 64 px, batch 8 precision table")
     args = parser.parse_args()
     if args.repeats < 1 or args.precision_steps < 1 or args.precision_batch < 1 or args.image_size < 32:
         parser.error("--repeats, --precision-steps and --precision-batch must be ≥ 1, --image-size ≥ 32")
@@ -192,7 +194,8 @@ def main() -> None:
     args.clock = time.process_time if clock == "cpu" else time.perf_counter
     print(f"machine: {describe(device)}")
     print(f"\n### Engine vs a plain loop: median of {args.repeats} alternating epochs, {clock} clock\n")
-    print("| setting | training images | batch | image px | engine (images/s) | plain loop (images/s) | engine / plain |")
+    print("| setting | training images | batch | image px | engine (images/s) | plain loop (images/s) "
+          "| engine / plain |")
     print("|---|---|---|---|---|---|---|")
     headline: dict[str, float] = {}
     for name, key in zip(SETTINGS, ("engine_vs_hand", "engine_vs_hand_cross_stitch")):

@@ -149,7 +149,7 @@ def main() -> None:
     print(f"config {args.config}, {args.workers} workers, {epochs} epochs, device {args.device}, {repeats} run(s) each")
 
     torch_epochs, ray_epochs, phases, groups = [], [], [], []
-    for repeat in range(repeats):
+    for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             torch_history = run_torch(config, args.workers, backend, Path(tmp))
             ray_history, clock = run_ray(config, args.workers, gpus, Path(tmp))
@@ -179,7 +179,8 @@ def main() -> None:
         print(f"| {label} | {median[key]:.2f} |")
     print(f"| **first training step after fit()** | **{median['first_step_after_fit']:.2f}** |")
     print(f"| for scale: importing distmtl.launch.ray_train in a fresh interpreter | {imports:.2f} |")
-    print(f"| for scale: torch process group ({backend}), measured in the torch run | {statistics.median(groups):.2f} |")
+    print(f"| for scale: torch process group ({backend}), measured in the torch run "
+          f"| {statistics.median(groups):.2f} |")
     print(json.dumps({"ray_vs_torch_ddp": round(ratio, 3), "first_step_s": round(median["first_step_after_fit"], 2),
                       "ray_start_s": round(median["ray_start"], 2),
                       "to_worker_processes_s": round(median["to_worker_processes"], 2),

@@ -273,7 +273,8 @@ def main() -> None:
                     rows[objective].append({"problem": name, "seed": seed, **row,
                                             "seconds": time.perf_counter() - started})
                     print(f"  {name} {objective} seed {seed}: ratio {row['ratio']:.2f} "
-                          f"({'reached' if row['reached'] else 'not reached'}) in {rows[objective][-1]['seconds']:.0f} s; "
+                          f"({'reached' if row['reached'] else 'not reached'}) "
+                          f"in {rows[objective][-1]['seconds']:.0f} s; "
                           f"{json.dumps({'objective': objective, **rows[objective][-1]})}", flush=True)
     ray.shutdown()
     if rows["single"]:

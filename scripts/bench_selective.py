@@ -118,7 +118,8 @@ def grouping(seed: int, args: argparse.Namespace) -> dict[str, float]:
 
     def end_epoch_both(ctx, epoch, mean_losses):
         if controller.capturing:
-            sums = {"controller": controller.epoch_gradients.double(), "per-task calls": torch.stack(reference).sum(0).double()}
+            sums = {"controller": controller.epoch_gradients.double(),
+                    "per-task calls": torch.stack(reference).sum(0).double()}
             reference.clear()
             scale = sums["per-task calls"].flatten(1).norm(dim=1).clamp(min=1e-30)
             diff = (sums["controller"] - sums["per-task calls"]).flatten(1).norm(dim=1) / scale
@@ -177,7 +178,8 @@ def main() -> None:
     for k in args.tasks:
         c = cost(k, args, device)
         epoch = c["step"] * c["batches"]
-        print(f"| {k} | {c['step'] * 1e3:.1f} | {c['per-task calls'] / c['step']:.1%} | {c['controller'] / c['step']:.1%} "
+        print(f"| {k} | {c['step'] * 1e3:.1f} | {c['per-task calls'] / c['step']:.1%} "
+              f"| {c['controller'] / c['step']:.1%} "
               f"| {c['decision'] / epoch:.2%} | {c['controller'] / c['step'] + c['decision'] / epoch:.1%} |")
         headline[f"capture_fraction_{k}"] = round(c["controller"] / c["step"], 4)
         headline[f"capture_fraction_{k}_per_task_calls"] = round(c["per-task calls"] / c["step"], 4)

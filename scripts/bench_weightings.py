@@ -77,7 +77,8 @@ def one_epoch(k: int, method: str, quick: bool, ctx: DistContext) -> tuple[float
     return final["train/step_ms"], CountingContext.sent / max(1, len(trainer.loaders.train))
 
 
-def rounds_of(k: int, methods: list[str], args: argparse.Namespace, ctx: DistContext) -> dict[str, list[tuple[float, float]]]:
+def rounds_of(k: int, methods: list[str], args: argparse.Namespace,
+              ctx: DistContext) -> dict[str, list[tuple[float, float]]]:
     found: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
     for _ in range(args.rounds):
         for method in methods:
@@ -127,10 +128,12 @@ def main() -> None:
                 ratios[(k, workers, method)] = ratio
                 rows.append([k, workers, method, WEIGHTINGS.get(method).kind,
                              f"{statistics.median(ms for ms, _ in found[method]):.1f}", f"{ratio:.2f}",
-                             f"{statistics.median(sent for _, sent in found[method]) / 1024:.1f}" if workers > 1 else ""])
+                             f"{statistics.median(sent for _, sent in found[method]) / 1024:.1f}"
+                             if workers > 1 else ""])
             print(f"K = {k}, {workers} worker(s) measured", flush=True)
     gaps = exactness.measure(methods)
-    print(f"\nMachine: {describe(torch.device('cpu'))}; {args.rounds} round(s), {'quick' if args.quick else 'full'} size\n")
+    print(f"\nMachine: {describe(torch.device('cpu'))}; {args.rounds} round(s), "
+          f"{'quick' if args.quick else 'full'} size\n")
     print(tabulate(rows, headers=["K", "workers", "method", "kind", "ms / step", "× fixed", "KiB sent / step"],
                    tablefmt="github"))
     exact = {m: gap for m, (gap, _) in gaps.items() if m != "graddrop"}

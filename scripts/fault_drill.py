@@ -64,8 +64,9 @@ def start(directory: Path, name: str, epochs: int, samples: int) -> Run:
                "--address", "local", "--storage", str(directory / "results"), "--name", name,
                "--mlflow-uri", f"sqlite:///{directory / 'mlflow.db'}", "--experiment", "drill",
                "--set", f"optim.epochs={epochs}", "--set", f"data.num_samples={samples}"]
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONUNBUFFERED": "1"})
+                               env=env)
     run = Run(directory, name, process)
 
     def read() -> None:
@@ -132,7 +133,8 @@ def main() -> None:
         args.runs, args.epochs = 3, 3
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="distmtl-drill-"))
-    print(f"fault drill: {args.runs} run(s) of `distmtl train` ({args.epochs} epochs, {args.samples} samples, 2 workers); "
+    print(f"fault drill: {args.runs} run(s) of `distmtl train` "
+          f"({args.epochs} epochs, {args.samples} samples, 2 workers); "
           f"machine: {describe()}; "
           f"work in {root}", flush=True)
 
@@ -156,11 +158,12 @@ def main() -> None:
         directory = root / f"run{i}"
         directory.mkdir()
         run = start(directory, f"drill{i}", args.epochs, args.samples)
-        if not wait_for(lambda: len(train_workers(run)) == 2, 300):
+        if not wait_for(lambda run=run: len(train_workers(run)) == 2, 300):
             sys.exit(f"run {i}: its two Train workers did not start within 300 s")
         started = time.monotonic()
         epoch, fraction = rng.randrange(args.epochs), rng.random()  # the point: this far into this epoch
-        wait_for(lambda: run.epochs_logged() >= epoch or run.process.poll() is not None, 600, poll=0.5)
+        wait_for(lambda run=run, epoch=epoch: run.epochs_logged() >= epoch or run.process.poll() is not None, 600,
+                 poll=0.5)
         time.sleep(fraction * epoch_seconds)
         delay = time.monotonic() - started
         victims = train_workers(run)
@@ -181,7 +184,8 @@ def main() -> None:
               and delta <= args.tolerance)
         rows.append({"recovered": ok, "lost": lost, "recover_s": recover, "delta": delta})
         print(f"| {i} | {victim} | {delay:.1f} | {in_progress} | {resumed_at if resumed else '-'} | {lost} | "
-              f"{recover:.1f} | {run.process.returncode} | {epochs} | {delta:.2g} | {'yes' if ok else 'NO'} |", flush=True)
+              f"{recover:.1f} | {run.process.returncode} | {epochs} | {delta:.2g} | {'yes' if ok else 'NO'} |",
+              flush=True)
 
     recovered = sum(r["recovered"] for r in rows)
     times = [r["recover_s"] for r in rows if r["recover_s"] == r["recover_s"]]

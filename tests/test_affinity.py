@@ -257,8 +257,8 @@ def test_tasks_that_are_copies_are_grouped_apart_from_an_unrelated_pair(signal) 
     (["--set", "tasks=[fine]"], "give at least two"),
 ])
 def test_bad_budgets_and_configs_are_one_line_errors_before_ray_starts(args, message, capsys, monkeypatch):
-    from distmtl.cli import main
     import distmtl.launch.run as run
+    from distmtl.cli import main
 
     monkeypatch.setattr(run, "train_on_ray", lambda *a, **k: pytest.fail("training started"))
     config = str(REPO / "search_spaces/configs/selective_synthetic.yaml")
@@ -272,8 +272,9 @@ def test_bad_budgets_and_configs_are_one_line_errors_before_ray_starts(args, mes
 def test_measuring_affinity_leaves_training_as_it_was(tmp_path) -> None:
     """Same weights bit for bit with and without the probe (it touches no parameter, buffer, optimizer state or
     random stream); the run reports the matrices, the overhead and stores the heat-map record every epoch."""
-    from conftest import small_config
     from distmtl.engine import LocalReporter, Trainer
+
+    from conftest import small_config
 
     states = {}
     for every in (0, 2):
@@ -295,8 +296,9 @@ def test_measuring_affinity_leaves_training_as_it_was(tmp_path) -> None:
 def test_selective_sharing_merges_on_affinity_and_records_each_merge() -> None:
     """Under criterion affinity the decision reads the probe's matrices (measured only while grouping) and every merge
     leaves a record of the merged tasks' losses before and after it."""
-    from conftest import small_config
     from distmtl.engine import LocalReporter, Trainer
+
+    from conftest import small_config
 
     config = small_config(**{"tasks": ["fine", "coarse", "shape", "colour", "texture"],
                              "model.architecture": "selective_sharing", "data.num_samples": 400, "optim.epochs": 4,
@@ -323,7 +325,8 @@ def test_the_branches_run_is_every_task_on_its_own_branch_with_the_configs_branc
     from distmtl.config import load_yaml
     from distmtl.launch.affinity import plan
 
-    config = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["2"], None, 5, "x", "branches").config
+    config = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["2"], None, 5, "x",
+                  "branches").config
     assert config.model.architecture == "selective_sharing" and config.train.affinity_every == 5
     assert config.model.selective.groups == [[t] for t in config.tasks]
     assert (config.model.selective.shared_stages, config.model.selective.branch_layers) == (0, 0)  # the config's own
@@ -334,7 +337,8 @@ def test_a_parameter_budget_chooses_among_groupings_whose_built_model_fits() -> 
     from distmtl.config import load_yaml
     from distmtl.launch.affinity import choose, plan
 
-    found = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["3", "0.5x", "0.65x"], None, 5, "x")
+    found = plan(load_yaml(REPO / "search_spaces/configs/selective_synthetic.yaml"), ["3", "0.5x", "0.65x"], None,
+                 5, "x")
     assert found.counts[0] == 141230 and found.counts[2] == 57662  # independent networks; two branches (README)
     assert found.limits == {"3": 3, "0.5x": 2, "0.65x": 3}
     tasks = found.config.tasks  # fine, coarse, shape, colour, texture

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.ray
 def test_affinity_prints_matrices_and_groupings_and_logs_them_per_epoch(ray_cluster, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rc = main(["affinity", "--config", str(REPO / "search_spaces/configs/selective_synthetic.yaml"), "--workers", "2",
-               "--epochs", "2", "--every", "3", "--budget", "2", "--budget", "0.5x", "--storage", str(tmp_path / "results"),
+               "--epochs", "2", "--every", "3", "--budget", "2", "--budget", "0.5x",
+               "--storage", str(tmp_path / "results"),
                "--mlflow-uri", uri, "--name", "aff", "--set", "data.num_samples=300", "--set", "data.image_size=16",
                "--set", "model.channels=[8,16]", "--set", "model.bottleneck=16"])
     assert rc == 0

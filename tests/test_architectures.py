@@ -166,7 +166,8 @@ def test_cross_stitch_mixes_branches_and_trains_its_units_faster():
     not), and an optimizer step moves the units' α lr_multiplier times as far, the rest of the model alike."""
     def stitched(**cross_stitch):
         torch.manual_seed(0)
-        return build_model(ARCHITECTURE.of(architecture="cross_stitch", cross_stitch=cross_stitch, **CFG), tasks(), 3).eval()
+        return build_model(ARCHITECTURE.of(architecture="cross_stitch", cross_stitch=cross_stitch, **CFG), tasks(),
+                           3).eval()
 
     x = torch.rand(2, 3, 16, 16)
     for cross_stitch, mixes in (({}, True), ({"alpha_same": 1.0, "alpha_cross": 0.0}, False)):
@@ -201,7 +202,8 @@ def test_cross_stitch_mixes_branches_and_trains_its_units_faster():
     assert model.diagnostics()["cross_stitch_alpha"]["stages"][0][0][0] == pytest.approx(0.9)
 
 
-@pytest.mark.parametrize("encoder, channels, size", [("sketch_a_net", 1, 224), ("resnet18", 3, 64), ("resnet34", 1, 32)])
+@pytest.mark.parametrize("encoder, channels, size",
+                         [("sketch_a_net", 1, 224), ("resnet18", 3, 64), ("resnet34", 1, 32)])
 def test_encoders_give_vector_and_stage_maps(encoder, channels, size):
     cfg = ARCHITECTURE.of(encoder=encoder, bottleneck=24, dropout=0.3)
     model = build_model(cfg, build_tasks(["fine", "mask"], target_specs()), channels).eval()
@@ -233,7 +235,8 @@ def test_aux_transfer_fuses_frozen_encoders_of_earlier_runs(tmp_path):
     assert torch.equal(frozen["0.stages.0.0.weight"], aux.best_state["encoder.stages.0.0.weight"])
     reporter = LocalReporter(tmp_path / "target")
     final = train(target, reporter)
-    assert final["params/frozen"] == sum(v.numel() for k, v in frozen.items() if "running" not in k and "num_batches" not in k)
+    assert final["params/frozen"] == sum(v.numel() for k, v in frozen.items()
+                                         if "running" not in k and "num_batches" not in k)
     trained = load_checkpoint(reporter.checkpoints[-1]).model
     assert all(torch.equal(trained[f"aux.{k}"], v) for k, v in frozen.items())  # weights and BN statistics untouched
 
@@ -244,5 +247,6 @@ def test_aux_transfer_needs_checkpoints_of_the_same_width(tmp_path):
     aux = LocalReporter(tmp_path)
     train(small_config(**{"tasks": ["fine"], "optim.epochs": 1, "model.channels": [4, 8]}), aux)
     with pytest.raises(ConfigError, match=r"stage widths \[4, 8\], this model \[8, 16\]"):
-        build_parts(small_config(**{"model.architecture": "aux_transfer", "model.aux_checkpoints": [str(aux.checkpoints[-1])],
+        build_parts(small_config(**{"model.architecture": "aux_transfer",
+                                    "model.aux_checkpoints": [str(aux.checkpoints[-1])],
                                     "model.channels": [8, 16]}), 3)

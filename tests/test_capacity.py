@@ -5,7 +5,6 @@ import itertools
 import pytest
 import yaml
 
-from conftest import REPO
 from distmtl.errors import DistmtlError
 from distmtl.launch.capacity import (
     CPU_STEPS,
@@ -19,6 +18,8 @@ from distmtl.launch.capacity import (
     worker_slots,
 )
 from distmtl.launch.cluster import running_groups
+
+from conftest import REPO
 
 TRIAL = dict(driver_cpus=TRIAL_CPUS, workers_flag="--workers-per-trial")
 

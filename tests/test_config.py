@@ -151,7 +151,8 @@ def test_console_command_exits_2_with_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "distmtl", "tune", "--space", str(space), "--dry-run"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"distmtl: error: config file not found: {tmp_path / 'missing.yaml'} (check the path)"]
+    assert proc.stderr.strip().splitlines() == [
+        f"distmtl: error: config file not found: {tmp_path / 'missing.yaml'} (check the path)"]
 
 
 @pytest.mark.parametrize("space", ["default.yaml", "quick.yaml", "demo.yaml"])
@@ -206,12 +207,14 @@ def test_a_cross_validated_space_scores_trials_by_the_fold_mean(tmp_path):
          "model.architecture); remove it, or set model.architecture to 'selective_sharing'"),
         ("tasks: [fine]\nweighting: {temperature: 2.0}",
          "weighting.temperature: a setting of weighting method 'dwa', not of 'fixed'"),
-        ("tasks: [fine, coarse]\nmodel: {fine_task: fine}", "model.fine_task: a setting of architecture 'reuse_coarse' / "),
+        ("tasks: [fine, coarse]\nmodel: {fine_task: fine}",
+         "model.fine_task: a setting of architecture 'reuse_coarse' / "),
         ("tasks: [fine]\nmodel: {architecture: cross_stitch, cross_stich: {}}",
          "unknown key 'model.cross_stich' (did you mean 'model.cross_stitch'?)"),
         ("tasks: [fine]\nmodel: {architecture: selective_sharing, selective: {critrion: variance}}",
          "unknown key 'model.selective.critrion' (did you mean 'model.selective.criterion'?)"),
-        ("tasks: [fine]\nweighting: {method: cagrad, c: -1}", "weighting.c: Input should be greater than or equal to 0"),
+        ("tasks: [fine]\nweighting: {method: cagrad, c: -1}",
+         "weighting.c: Input should be greater than or equal to 0"),
     ],
 )
 def test_a_key_of_a_plug_in_the_config_does_not_use_is_one_line(tmp_path, text, expected):
@@ -243,7 +246,8 @@ def test_a_plug_in_kind_builds_each_plug_in_s_section_and_merges_a_shared_one():
     registry = Registry("gizmo", "part.name", kind)
     registry.register("plain", default=True)(object)
     registry.register("knobbed", settings=Knob)(object)
-    registry.register("merged", settings=type("A", (Settings,), {"__annotations__": {"inner": Shape}, "inner": Shape()}))(object)
+    registry.register("merged",
+                      settings=type("A", (Settings,), {"__annotations__": {"inner": Shape}, "inner": Shape()}))(object)
     kind.add("merged", type("B", (Settings,), {"__annotations__": {"inner": Rule}, "inner": Rule()}))
     assert kind.of().name == "plain" and kind.of(size=4).size == 4
     assert kind.of(name="knobbed", knob=0.7).knob == 0.7 and kind.owners("knob") == ["knobbed"]

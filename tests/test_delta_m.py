@@ -34,7 +34,8 @@ def test_the_baseline_file_round_trips_and_bad_files_are_refused_in_one_line(tmp
     BASELINE.save(path)
     assert Baseline.load(path).tasks == BASELINE.tasks and "NaN" not in path.read_text()
     tasks = small_config().tasks
-    for content, expected in (("{not json", "is not a baseline file"), ('{"format": "other"}', "not a distmtl single-task"),
+    for content, expected in (("{not json", "is not a baseline file"),
+                              ('{"format": "other"}', "not a distmtl single-task"),
                               (path.read_text(), "no single-task result for \\['colour'\\]")):
         bad = tmp_path / "bad.json"
         bad.write_text(content)

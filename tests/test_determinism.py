@@ -5,9 +5,10 @@ import random
 import numpy as np
 import torch
 
-from conftest import small_config
 from distmtl.engine import LocalReporter, train
 from distmtl.engine.trainer import TIMINGS
+
+from conftest import small_config
 
 #: Every random choice the engine makes: dropout, noise, augmentation, masked targets, DWA over epochs.
 RANDOM_PARTS = {"optim.epochs": 3, "weighting.method": "dwa", "model.dropout": 0.3, "data.noise_level": 0.1,

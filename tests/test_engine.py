@@ -14,9 +14,9 @@ from torchvision.ops import box_iou
 
 from distmtl.data.batch_loader import to_tensors
 from distmtl.data.sample_set import MultiTaskDataset
+from distmtl.data.sources import build_samples
 from distmtl.data.splits import split_by_group
 from distmtl.data.synthetic import class_names
-from distmtl.data.sources import build_samples
 from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.engine.checkpoint import load_checkpoint
 from distmtl.engine.trainer import TIMINGS
@@ -98,7 +98,8 @@ def test_validation_sees_clean_images_even_with_heavy_training_noise(tmp_path):
     train(config, reporter)
     state = load_checkpoint(reporter.checkpoints[-1])
     samples = build_samples(config.data, config.tasks)
-    _, val_idx, _ = split_by_group(samples.groups, config.data.val_fraction, config.data.test_fraction, config.data.seed)
+    _, val_idx, _ = split_by_group(samples.groups, config.data.val_fraction, config.data.test_fraction,
+                                   config.data.seed)
     tasks = build_tasks(config.tasks, samples.specs)
     model = build_model(config.model, tasks, 3)
     model.load_state_dict(state.model)
@@ -171,7 +172,8 @@ def _losses_of_saved_model(config, checkpoint, indices: np.ndarray) -> dict[str,
     batch = torch.utils.data.default_collate([MultiTaskDataset(samples, indices)[i] for i in range(len(indices))])
     with torch.no_grad():
         out = model.eval()(batch["image"])
-    terms = {t: task.masked_loss_terms(out[t], batch["targets"][t], batch["has_target"][t]) for t, task in tasks.items()}
+    terms = {t: task.masked_loss_terms(out[t], batch["targets"][t], batch["has_target"][t])
+             for t, task in tasks.items()}
     return {t: (total / count).item() for t, (total, count) in terms.items()}
 
 
@@ -223,7 +225,8 @@ def test_a_checkpoint_of_another_model_or_a_damaged_one_is_refused_clearly(tmp_p
     train(small_config(**{"optim.epochs": 1}), first)
     other = small_config(**{"tasks": ["fine", "colour"], "model.architecture": "independent", "optim.epochs": 2})
     with pytest.raises(DistmtlError, match=r"tasks: checkpoint \['fine', 'colour', 'shape'\], config \['fine', "
-                                           r"'colour'\]; model.architecture: checkpoint hard_sharing, config independent"):
+                                           r"'colour'\]; model.architecture: checkpoint hard_sharing, "
+                                           r"config independent"):
         train(other, LocalReporter(resume_from=first.checkpoints[-1]))
     damaged = tmp_path / "damaged"
     damaged.mkdir()

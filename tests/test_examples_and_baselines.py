@@ -21,7 +21,8 @@ from conftest import REPO
 
 CONFIGS = sorted((REPO / "search_spaces" / "configs").glob("*.yaml"))
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
-SHRINK = ["data.num_samples=160", "data.image_size=32", "optim.epochs=1", "optim.warmup_epochs=0", "data.batch_size=32", "model.bottleneck=16"]
+SHRINK = ["data.num_samples=160", "data.image_size=32", "optim.epochs=1", "optim.warmup_epochs=0", "data.batch_size=32",
+          "model.bottleneck=16"]
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,19 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
-from torchjd.aggregation import (IMTLG, MGDA, UPGrad, AlignedMTL, CAGrad, ConFIG, DualProj, GradDrop, NashMTL,
-                                 PCGrad)
+from torchjd.aggregation import IMTLG, MGDA, AlignedMTL, CAGrad, ConFIG, DualProj, GradDrop, NashMTL, PCGrad, UPGrad
 
 from distmtl.config.schema import ARCHITECTURE, WEIGHTING
+from distmtl.data.sources import check_targets
 from distmtl.engine import DistContext, LocalReporter, train
 from distmtl.errors import ConfigError
 from distmtl.models import build_model
 from distmtl.tasks import build_tasks
-from distmtl.data.sources import check_targets
 from distmtl.weighting import WEIGHTINGS, ParameterSplit, Step, build_weighting, exactness, split_parameters
 from distmtl.weighting.aggregation import GradientWeighting
+from test_engine import _free_port
 
 from conftest import interrupted_run, small_config
-from test_engine import _free_port
 
 GRADIENT_METHODS = sorted(m for m in WEIGHTINGS if WEIGHTINGS.get(m).kind == "gradient")
 JACOBIAN = torch.tensor([[1.0, -2.0, 0.5, 3.0, -1.0], [-0.5, 1.0, 2.0, -1.0, 0.0], [2.0, 0.5, -1.0, 0.0, 1.5]])
@@ -109,7 +108,8 @@ def test_two_ranks_equal_one_process_on_the_union_of_their_batches():
 
 
 def test_the_exact_reduction_sends_k_times_the_shared_gradient_and_local_one():
-    """With P shared parameters, own parameters O and K tasks, exact sends K·P + O + K floats per step, local P + O + K."""
+    """With P shared parameters, own parameters O and K tasks, exact sends K·P + O + K floats per step,
+    local P + O + K."""
 
     class Sum:
         world_size = 2
@@ -131,7 +131,8 @@ def test_the_exact_reduction_sends_k_times_the_shared_gradient_and_local_one():
         outputs = model(x)
         losses = {t: ((outputs[t] - targets[t]) ** 2).mean() for t in TASKS}
         weighting = method("upgrad", reduction=reduction)
-        weighting.backward(losses, weighting.weights(), Step(model, reach, {t: torch.tensor(8) for t in TASKS}, comm, 0, 0))
+        weighting.backward(losses, weighting.weights(),
+                           Step(model, reach, {t: torch.tensor(8) for t in TASKS}, comm, 0, 0))
         assert comm.sizes == [expected]
         assert weighting.epoch_metrics()["comm/bytes_per_step"] == 4 * expected
 
@@ -153,7 +154,8 @@ def test_each_task_s_parameters_split_by_what_its_loss_reaches():
     coarse = {id(p) for p in model.task_parameters("coarse")}
     assert {id(p) for p in reach.shared} == coarse and reach.own["coarse"] == []
     model, reach = split("cross_stitch")  # the units mix every branch's stages into every task
-    own = {id(p) for module in (model.heads, *(b.bottleneck for b in model.branches.values())) for p in module.parameters()}
+    own = {id(p) for module in (model.heads, *(b.bottleneck for b in model.branches.values()))
+           for p in module.parameters()}
     assert {id(p) for p in reach.shared} == {id(p) for p in model.parameters()} - own
 
 
@@ -191,7 +193,8 @@ def test_gradnorm_lowers_the_weight_of_the_task_with_the_larger_gradient_and_kee
     norm for both, so the weight of the first falls and of the second rises; the weights still sum to 2."""
     gradnorm = build_weighting(WEIGHTING.of(method="gradnorm"), ["a", "b"])
     gradnorm.first_losses.copy_(torch.tensor([1.0, 1.0], dtype=torch.float64))
-    gradnorm._update_weights(torch.tensor([3.0, 1.0], dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64))
+    gradnorm._update_weights(torch.tensor([3.0, 1.0], dtype=torch.float64),
+                             torch.tensor([1.0, 1.0], dtype=torch.float64))
     weights = gradnorm.task_weights.detach()
     assert weights[0] < 1.0 < weights[1] and weights.sum().item() == pytest.approx(2.0)
 

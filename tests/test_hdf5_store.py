@@ -16,7 +16,6 @@ from distmtl.data.sample_set import SampleSet, TargetSpec
 from distmtl.data.sources import build_source
 from distmtl.data.synthetic import generate
 from distmtl.errors import DistmtlError
-
 from fake_datasets import write_oxford_pet
 
 
@@ -95,7 +94,8 @@ def _batches(loader) -> list[dict]:
 def test_batch_reads_give_the_batches_of_per_sample_reads(tmp_path, synthetic, compression, workers):
     """The engine's loader (one ``read_batch`` per batch) yields exactly what a DataLoader collating
     ``__getitems__`` samples yields, batch for batch, over a scattered subset and chunks that straddle batches."""
-    store = H5SampleSet(write_store(synthetic, tmp_path / "s.h5", source="synthetic", chunk=24, compression=compression))
+    store = H5SampleSet(write_store(synthetic, tmp_path / "s.h5", source="synthetic", chunk=24,
+                                    compression=compression))
     dataset = store.dataset(np.flatnonzero(np.arange(150) % 5 != 2))
     sampler = store.train_sampler(dataset, 0, 1, seed=4)
     sampler.set_epoch(1)
@@ -141,8 +141,8 @@ def test_evaluation_batches_come_in_order_and_augmentation_still_applies_per_sam
     assert rows == [list(range(10, 18)), list(range(18, 26)), list(range(26, 34)), list(range(34, 40))]
     flip = Augmenter(AugmentConfig(hflip=1.0), store.specs)
     images = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).expand(6, 1, 4, 4).contiguous()
-    flipped = SampleSet(images=images, targets={"row": torch.arange(6)}, has_target={"row": torch.ones(6, dtype=torch.bool)},
-                        groups=np.arange(6), specs=store.specs)
+    flipped = SampleSet(images=images, targets={"row": torch.arange(6)},
+                        has_target={"row": torch.ones(6, dtype=torch.bool)}, groups=np.arange(6), specs=store.specs)
     path = write_store(flipped, tmp_path / "f.h5", source="flipped", chunk=4)
     batch = next(iter(make_loader(H5SampleSet(path).dataset(np.arange(6), flip), 6)))
     assert torch.equal(batch["image"], images.flip(-1).float() / 255.0)
@@ -150,7 +150,8 @@ def test_evaluation_batches_come_in_order_and_augmentation_still_applies_per_sam
 
 def test_convert_writes_the_file_and_training_reads_it(tmp_path, capsys):
     out = tmp_path / "digits.h5"
-    assert main(["data", "convert", "--source", "digits", "--out", str(out), "--image-size", "16", "--chunk", "100"]) == 0
+    assert main(["data", "convert", "--source", "digits", "--out", str(out), "--image-size", "16",
+                 "--chunk", "100"]) == 0
     assert "wrote 1797 samples of digits" in capsys.readouterr().out
     with h5py.File(out) as f:
         assert f["images"].chunks == (100, 1, 16, 16) and f.attrs["schema_version"] == 1
@@ -167,7 +168,8 @@ def test_convert_takes_the_data_section_of_a_run_config(tmp_path, capsys):
                       "    - {source: digits, num_samples: 30, tasks: [digit]}\n"
                       "    - {source: synthetic, num_samples: 20, tasks: [shape, colour]}\n")
     out = tmp_path / "combined.h5"
-    assert main(["data", "convert", "--config", str(config), "--out", str(out), "--image-size", "16", "--chunk", "8"]) == 0
+    assert main(["data", "convert", "--config", str(config), "--out", str(out), "--image-size", "16",
+                 "--chunk", "8"]) == 0
     assert "wrote 50 samples of combined" in capsys.readouterr().out
     with h5py.File(out) as f:
         assert f.attrs["source"] == "combined" and f["images"].shape == (50, 3, 16, 16) and f["images"].chunks[0] == 8
@@ -185,7 +187,8 @@ def test_convert_takes_the_data_section_of_a_run_config(tmp_path, capsys):
 
 def test_failed_convert_leaves_no_file(tmp_path, capsys):
     out = tmp_path / "pet.h5"
-    assert main(["data", "convert", "--source", "oxford_pet", "--root", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert main(["data", "convert", "--source", "oxford_pet", "--root", str(tmp_path / "missing"),
+                 "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 

@@ -59,6 +59,7 @@ def test_a_runs_best_model_is_a_logged_model_that_scores_its_test_metrics_again_
 
 def test_a_model_that_does_not_exist_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "nothing"),
+                 "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("distmtl: error: --model") and "\n" not in err

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import ray  # noqa: F401 - puts the psutil that Ray bundles on the path
+
+# isort: split
 import psutil
 from mlflow.tracking import MlflowClient
 

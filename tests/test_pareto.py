@@ -25,7 +25,8 @@ def test_the_front_keeps_exactly_the_points_nothing_dominates_with_mixed_directi
 def write_space(tmp_path, **fields):
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"base": str(REPO / "search_spaces/configs/quick.yaml"),
-                                    "parameters": {"optim.weight_decay": {"type": "loguniform", "low": 1e-6, "high": 1e-2}},
+                                    "parameters": {"optim.weight_decay": {"type": "loguniform",
+                                                                          "low": 1e-6, "high": 1e-2}},
                                     **fields}))
     return path
 

@@ -93,7 +93,8 @@ def test_a_two_objective_sweep_ends_with_a_pareto_front_no_finished_trial_domina
     every other finished trial is dominated by a member."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rc = main(["tune", "--space", str(REPO / "search_spaces/pareto.yaml"), "--num-samples", "3",
-               "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--experiment", "pareto", *tiny_overrides()])
+               "--storage", str(tmp_path / "results"), "--mlflow-uri", uri, "--experiment", "pareto",
+               *tiny_overrides()])
     assert rc == 0
     assert "Pareto front:" in capsys.readouterr().out
 
@@ -208,7 +209,8 @@ def test_a_sweep_over_the_weighting_method_samples_each_method_s_settings_only_w
         "base": str(REPO / "search_spaces/configs/quick.yaml"), "metric": "val/loss_unweighted", "num_samples": 2,
         "searcher": {"sampler": "random", "seed": 0}, "scheduler": {"name": "fifo"},
         "parameters": {"weighting.method": {"type": "choice", "values": ["fixed", "pcgrad", "cagrad"]},
-                       "weighting.c": {"type": "uniform", "low": 0.1, "high": 0.9, "when": {"weighting.method": "cagrad"}}},
+                       "weighting.c": {"type": "uniform", "low": 0.1, "high": 0.9,
+                                       "when": {"weighting.method": "cagrad"}}},
     }, sort_keys=False))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["tune", "--space", str(space), "--workers-per-trial", "2", "--storage", str(tmp_path / "results"),

@@ -31,7 +31,8 @@ GROUPINGS = ["independent", "{fine, coarse, shape, colour, texture}", "{fine, co
              "{fine, shape, colour} · {coarse, texture}", "{fine, shape, colour, texture} · {coarse}"]
 
 AFFINITY_RUNS = ["affinity run (hard sharing)", "affinity run (branches)"]
-AFFINITY_DIGITS = ["independent", *(grouping_name(g) for g in digits_sample([f"is_{d}" for d in range(10)], quick=True)),
+AFFINITY_DIGITS = ["independent",
+                   *(grouping_name(g) for g in digits_sample([f"is_{d}" for d in range(10)], quick=True)),
                    *AFFINITY_RUNS, *(f"chosen ({s})" for s in SIGNAL_NAMES)]
 RULES = [f"merge: {r}" for r in ("lowest_loss", "highest_loss", "mean")]
 #: Cells a quick run may leave empty: no seed's branches locked, or merged, within the quick epochs.
@@ -50,13 +51,15 @@ EXPECTED = {
         "empty": set(),
     },
     "joint_mapping": {
-        "rows": [("generator", v) for v in ("transfer baseline", "joint λ=0.25", "joint λ=1", "joint + reconstruction λ=1")],
+        "rows": [("generator", v)
+                 for v in ("transfer baseline", "joint λ=0.25", "joint λ=1", "joint + reconstruction λ=1")],
         "empty": set(),
     },
     "selective_sharing": {
         "rows": [(d, v) for d in ("generator", "digits") for v in SELECTIVE],
         "empty": {("generator", v, "mean bal. acc. (one-vs-all)") for v in SELECTIVE}
-        | {(d, v, c) for d in ("generator", "digits") for v in SELECTIVE[:2] for c in SELECTIVE_ONLY + ["ARI vs construction"]}
+        | {(d, v, c) for d in ("generator", "digits") for v in SELECTIVE[:2]
+           for c in SELECTIVE_ONLY + ["ARI vs construction"]}
         | {("digits", v, c) for v in SELECTIVE for c in GENERATOR_TASKS + ["ARI vs construction"]},
     },
     "cross_stitch": {
@@ -134,7 +137,8 @@ def test_quick_recipe_table_is_what_its_child_runs_logged(name, store, tmp_path,
         mine = sorted((r for r in children if (r.data.tags["distmtl.dataset"], r.data.tags["distmtl.variant"])
                        == (row["dataset"], row["variant"])), key=lambda r: int(r.data.tags["distmtl.seed"]))
         assert [int(r.data.tags["distmtl.seed"]) for r in mine] == list(range(QUICK_SEEDS)) == list(range(row["n"]))
-        assert all(r.data.params["data.seed"] == r.data.params["train.seed"] == r.data.tags["distmtl.seed"] for r in mine)
+        assert all(r.data.params["data.seed"] == r.data.params["train.seed"] == r.data.tags["distmtl.seed"]
+                   for r in mine)
         assert all(int(r.data.metrics["epoch"]) == int(r.data.params["optim.epochs"]) - 1 for r in mine)
         for column, cell in row["cells"].items():
             logged = [r.data.metrics[cell["key"]] for r in mine if cell["key"] in r.data.metrics]
@@ -151,7 +155,8 @@ def test_quick_recipe_table_is_what_its_child_runs_logged(name, store, tmp_path,
             ratio_to = next(c.ratio_to for c in recipe.columns if c.header == column)
             if ratio_to:  # each seed's value over the reference variant's of the same seed
                 reference = {r.data.tags["distmtl.seed"]: r.data.metrics[cell["key"]] for r in children
-                             if r.data.tags["distmtl.variant"] == ratio_to and r.data.tags["distmtl.dataset"] == row["dataset"]}
+                             if r.data.tags["distmtl.variant"] == ratio_to
+                             and r.data.tags["distmtl.dataset"] == row["dataset"]}
                 logged = [r.data.metrics[cell["key"]] / reference[r.data.tags["distmtl.seed"]] for r in mine]
             assert all(math.isfinite(v) for v in logged) and cell["n"] == len(logged)
             assert cell["mean"] == pytest.approx(sum(logged) / len(logged), rel=1e-9, abs=1e-12)
@@ -182,7 +187,8 @@ def assert_retrained_runs_train_the_grouping_found(children) -> None:
 def assert_groupings_train_fixed_branches_within_the_budget(children) -> None:
     """Each grouping trains as many branches as it names, fixed from the start, with at most half the parameters of
     independent networks."""
-    (independent,) = {r.data.metrics["params/total"] for r in children if r.data.tags["distmtl.variant"] == "independent"}
+    (independent,) = {r.data.metrics["params/total"] for r in children
+                      if r.data.tags["distmtl.variant"] == "independent"}
     for run in children:
         variant = run.data.tags["distmtl.variant"]
         if variant != "independent":

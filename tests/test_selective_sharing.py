@@ -21,9 +21,9 @@ from distmtl.sharing.factorise import task_factors
 from distmtl.sharing.grouping import group_tasks, prune
 from distmtl.sharing.plan import Merge, plan_merges
 from distmtl.tasks import build_tasks
+from test_engine import _free_port
 
 from conftest import interrupted_run, small_config
-from test_engine import _free_port
 
 TASKS = ["fine", "coarse", "shape", "colour", "texture"]
 CFG = dict(architecture="selective_sharing", channels=[8, 16], bottleneck=16, selective=dict(hidden=8))
@@ -51,7 +51,8 @@ def test_convolutional_branches_hold_the_encoders_later_stages():
     cfg = ARCHITECTURE.of(**{**CFG, "selective": dict(hidden=8, shared_stages=1)})
     torch.manual_seed(0)
     m = build_model(cfg, build_tasks(TASKS, target_specs()), 3).eval()
-    assert len(m.encoder) == 1 and all(any(isinstance(l, torch.nn.Conv2d) for l in b.modules()) for b in m.branches.values())
+    assert len(m.encoder) == 1 and all(any(isinstance(layer, torch.nn.Conv2d) for layer in b.modules())
+                                       for b in m.branches.values())
     first = m.branches["b0"].state_dict()
     assert all(torch.equal(first[k], b.state_dict()[k]) for b in m.branches.values() for k in first)
     assert {m.branch_point(t).shape for t in TASKS} == {torch.Size([16, 8, 3, 3])}
@@ -64,7 +65,8 @@ def test_convolutional_branches_hold_the_encoders_later_stages():
     rebuilt.eval()
     assert all(torch.equal(a, b) for a, b in zip(m(x).values(), rebuilt(x).values()))
     with pytest.raises(ConfigError, match="shared_stages: 2 leaves no stage for the branches"):
-        build_model(ARCHITECTURE.of(**{**CFG, "selective": dict(shared_stages=2)}), build_tasks(TASKS, target_specs()), 3)
+        build_model(ARCHITECTURE.of(**{**CFG, "selective": dict(shared_stages=2)}), build_tasks(TASKS, target_specs()),
+                    3)
 
 
 def test_bare_convolutional_branches_span_independent_networks_to_hard_sharing():
@@ -74,7 +76,8 @@ def test_bare_convolutional_branches_span_independent_networks_to_hard_sharing()
     tasks = build_tasks(TASKS, target_specs())
 
     def built(architecture, **selective):
-        own = {"selective": dict(shared_stages=0, branch_layers=0, **selective)} if architecture == "selective_sharing" else {}
+        own = ({"selective": dict(shared_stages=0, branch_layers=0, **selective)}
+               if architecture == "selective_sharing" else {})
         common = {k: v for k, v in CFG.items() if k not in ("selective", "architecture")}
         return build_model(ARCHITECTURE.of(**common, architecture=architecture, **own), tasks, 3)
 
@@ -245,10 +248,12 @@ def test_merge_keeps_the_chosen_weights_and_every_tasks_output(rule):
                 p.add_(0.1 * (i + 1))
     x = torch.rand(2, 3, 16, 16)
     before = m(x)
-    expected = {n: torch.stack([m.branches[b].get_parameter(n) for b in ("b0", "b3")]) for n, _ in m.branches["b3"].named_parameters()}
+    expected = {n: torch.stack([m.branches[b].get_parameter(n) for b in ("b0", "b3")])
+                for n, _ in m.branches["b3"].named_parameters()}
     survivor = "b3" if rule == "lowest_loss" else "b0"
     m.merge([Merge(survivor, ["b0", "b3"], rule)])
-    assert set(m.branches) == {"b1", "b2", "b4"} | {survivor} and m.branch_of["fine"] == m.branch_of["colour"] == survivor
+    assert (set(m.branches) == {"b1", "b2", "b4"} | {survivor}
+            and m.branch_of["fine"] == m.branch_of["colour"] == survivor)
     for name, param in m.branches[survivor].named_parameters():
         reduced = {"lowest_loss": expected[name][1], "mean": expected[name].mean(0), "max": expected[name].amax(0),
                    "min": expected[name].amin(0)}[rule]
@@ -405,7 +410,8 @@ def _ddp_worker(rank: int, port: int, config_dict: dict, results) -> None:
     torch.set_num_threads(1)
     reporter = LocalReporter()
     train(config_from_dict(config_dict), reporter, DistContext.current(torch.device("cpu")))
-    results[rank] = [(r["selective/branch_map_crc32"], r["selective/branches"], r["train/shape/loss"]) for r in reporter.history]
+    results[rank] = [(r["selective/branch_map_crc32"], r["selective/branches"], r["train/shape/loss"])
+                     for r in reporter.history]
     dist.destroy_process_group()
 
 

@@ -7,7 +7,6 @@ import torch
 from distmtl.config.schema import DataConfig
 from distmtl.data.sources import build_samples, build_source, source_targets
 from distmtl.errors import DistmtlError
-
 from fake_datasets import PET_ROWS, write_cifar100, write_mnist, write_omniglot, write_oxford_pet
 
 

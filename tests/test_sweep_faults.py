@@ -32,7 +32,8 @@ def runs_by_trial(uri: str, experiment: str) -> dict:
 
 def sweep_parents(uri: str, experiment: str) -> list:
     client = MlflowClient(uri)
-    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.`distmtl.sweep_of` != ''")
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                              "tags.`distmtl.sweep_of` != ''")
 
 
 def test_a_sweep_stopped_with_ctrl_c_resumes_with_every_trial_once_in_mlflow(ray_cluster, tmp_path, capsys):
@@ -51,7 +52,8 @@ def test_a_sweep_stopped_with_ctrl_c_resumes_with_every_trial_once_in_mlflow(ray
         while True:  # until the first trial has finished and the second has logged an epoch (of ten)
             try:
                 driver.wait(timeout=0.5)
-                pytest.fail("the sweep ended before it was interrupted:\n" + (tmp_path / "driver.log").read_text()[-3000:])
+                pytest.fail("the sweep ended before it was interrupted:\n"
+                            + (tmp_path / "driver.log").read_text()[-3000:])
             except subprocess.TimeoutExpired:
                 pass
             statuses = [(r.info.status, "epoch" in r.data.metrics) for r in runs_by_trial(uri, "resumable").values()]
@@ -79,7 +81,8 @@ def test_a_sweep_stopped_with_ctrl_c_resumes_with_every_trial_once_in_mlflow(ray
     assert "sweep 'resumable': 3 trial(s)" in resumed.stdout
 
     after = runs_by_trial(uri, "resumable")
-    assert [(p.info.run_id, p.info.status) for p in sweep_parents(uri, "resumable")] == [(parent.info.run_id, "FINISHED")]
+    assert ([(p.info.run_id, p.info.status) for p in sweep_parents(uri, "resumable")]
+            == [(parent.info.run_id, "FINISHED")])
     assert {r.data.tags["mlflow.parentRunId"] for r in after.values()} == {parent.info.run_id}
     assert len(after) == 3 and {r.info.status for r in after.values()} == {"FINISHED"}
     assert {t: r.info.run_id for t, r in after.items() if t in before} == {t: r.info.run_id for t, r in before.items()}
@@ -89,7 +92,8 @@ def test_a_sweep_stopped_with_ctrl_c_resumes_with_every_trial_once_in_mlflow(ray
     checkpoints = (tmp_path / "results" / "resumable-train" / interrupted).glob("checkpoint_*/checkpoint.pt")
     epochs = sorted(TrainingState.load(c.parent).epoch for c in checkpoints)
     assert set(epochs) == set(range(EPOCHS)) and epochs.count(0) == 1  # continued from its checkpoint
-    searched = [tuple(sorted((k, v) for k, v in r.data.tags.items() if k.startswith("searched."))) for r in after.values()]
+    searched = [tuple(sorted((k, v) for k, v in r.data.tags.items() if k.startswith("searched.")))
+                for r in after.values()]
     assert len(set(searched)) == 3  # the searcher kept its state: a fresh TPE(seed 0) would repeat trial 1
 
 

@@ -77,7 +77,8 @@ def test_metric_states_add_across_batches(tasks):
 
 
 def test_metrics_without_any_target_are_nan(tasks):
-    empty = tasks["cls"].metric_state(torch.randn(3, 5), torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.bool))
+    empty = tasks["cls"].metric_state(torch.randn(3, 5), torch.zeros(3, dtype=torch.long),
+                                      torch.zeros(3, dtype=torch.bool))
     assert math.isnan(tasks["cls"].metrics(empty)["accuracy"])
 
 

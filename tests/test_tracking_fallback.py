@@ -72,7 +72,8 @@ def server(tmp_path_factory):
 
 def test_epochs_logged_while_the_server_is_away_arrive_in_order_when_it_returns(server, tmp_path, capsys):
     journal = tmp_path / "journal" / "sweep.jsonl"
-    run = MlflowRun(server.uri, "comes-back", "trial-a", {"optim": {"lr": 0.1}}, writer=FallbackWriter(server.uri, journal, retry_s=0))
+    run = MlflowRun(server.uri, "comes-back", "trial-a", {"optim": {"lr": 0.1}},
+                    writer=FallbackWriter(server.uri, journal, retry_s=0))
     run.log_epoch({"epoch": 0, "val/loss": 1.0})
     server.stop()
     checkpoint = tmp_path / "checkpoint_1"
@@ -141,7 +142,8 @@ def test_a_run_begun_while_the_server_is_down_is_replayed_by_the_cli_into_anothe
 def test_a_replay_cut_short_by_the_server_keeps_the_rest_and_never_repeats_a_record(tmp_path, server):
     journal = tmp_path / "j.jsonl"
     dead = f"http://127.0.0.1:{free_port()}"
-    run = MlflowRun(dead, "cut-short", "trial-c", {"optim": {"lr": 0.1}}, writer=FallbackWriter(dead, journal, retry_s=3600))
+    run = MlflowRun(dead, "cut-short", "trial-c", {"optim": {"lr": 0.1}},
+                    writer=FallbackWriter(dead, journal, retry_s=3600))
     for epoch in range(3):
         run.log_epoch({"epoch": epoch, "val/loss": 1.0 / (epoch + 1)})
     run.finish()

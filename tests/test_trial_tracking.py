@@ -70,7 +70,8 @@ def test_a_trial_resumed_by_a_new_driver_continues_its_run_and_stale_runs_are_cl
     restored.on_experiment_end([resumed])
 
     client = MlflowClient(uri)
-    runs = {r.data.tags["distmtl.trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
+    runs = {r.data.tags["distmtl.trial_id"]: r
+            for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
     assert set(runs) == {"aaaa_00001", "aaaa_00002"}
     assert runs["aaaa_00001"].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs["aaaa_00001"].info.run_id, "val/loss")] == [0, 1, 2]
@@ -92,7 +93,8 @@ def test_interrupted_trials_end_killed_and_a_diverged_one_failed_with_its_reason
     logger.on_experiment_end([running, diverged])  # Ctrl-C: Tune stops with a trial still running
 
     client = MlflowClient(uri)
-    runs = {r.data.tags["distmtl.trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
+    runs = {r.data.tags["distmtl.trial_id"]: r
+            for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
     assert runs["bbbb_00001"].info.status == "KILLED"
     assert runs["bbbb_00002"].info.status == "FAILED"
     assert runs["bbbb_00002"].data.tags["distmtl.failure_reason"] == "diverged at epoch 0, step 3: loss nan"
@@ -118,7 +120,8 @@ def test_a_trial_the_scheduler_stopped_early_is_tagged_with_its_last_epoch(tmp_p
         logger.on_trial_complete(0, [], t)
 
     client = MlflowClient(uri)
-    runs = {r.data.tags["distmtl.trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
+    runs = {r.data.tags["distmtl.trial_id"]: r
+            for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
     assert {r.info.status for r in runs.values()} == {"FINISHED"}
     assert "distmtl.stopped_at_epoch" not in runs["cccc_00001"].data.tags
     assert runs["cccc_00002"].data.tags["distmtl.stopped_at_epoch"] == "1"
@@ -141,7 +144,8 @@ def test_the_console_says_one_line_per_trial_start_and_end(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("trial dddd_00001 started: weighting.weights.shape=0.5, optim.weight_decay=0.0001")
     assert lines[1] == "trial dddd_00001 finished (6 epochs); best val/loss_unweighted 1.5 [1 of 3 ended]"
-    assert lines[3] == "trial dddd_00002 stopped by asha after 2 of 6 epochs; best val/loss_unweighted 1.9 [2 of 3 ended]"
+    assert lines[3] == ("trial dddd_00002 stopped by asha after 2 of 6 epochs; "
+                        "best val/loss_unweighted 1.9 [2 of 3 ended]")
     assert lines[4] == "trial dddd_00003 failed: diverged at epoch 0, step 3: loss nan [3 of 3 ended]"
 
 

@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
 from distmtl.cli import main
 from distmtl.config import load_config, parse_set_args
 from distmtl.errors import ConfigError, DistmtlError
 from distmtl.tracking.probe import check_tracking_store
 from distmtl.tune.space import Space
 from fake_datasets import write_cifar100
+
+from conftest import REPO
 
 QUICK = REPO / "search_spaces" / "quick.yaml"
 

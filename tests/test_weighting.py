@@ -7,9 +7,9 @@ import torch.multiprocessing as mp
 from distmtl.config.schema import WEIGHTING
 from distmtl.engine import LocalReporter
 from distmtl.weighting import build_weighting
+from test_engine import _free_port
 
 from conftest import small_config
-from test_engine import _free_port
 
 
 def test_fixed_weights_are_the_static_lambdas():

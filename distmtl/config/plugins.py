@@ -133,7 +133,8 @@ def _merged_fields(name: str, declared: list[type[BaseModel]]) -> dict[str, Any]
             continue
         parts = [info.annotation for info in infos][::-1]  # the first declared lists its keys first
         if not all(isinstance(p, type) and issubclass(p, BaseModel) for p in parts):
-            raise TypeError(f"plug-in {name!r}: settings field {field!r} is declared twice and is not a section in both")
+            raise TypeError(f"plug-in {name!r}: settings field {field!r} is declared twice "
+                            "and is not a section in both")
         merged = create_model(f"{parts[-1].__name__}And{len(parts) - 1}", __base__=tuple(parts))
         fields[field] = (merged, Field(default_factory=merged))
     return fields

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import (Field, SerializeAsAny, ValidationInfo, ValidatorFunctionWrapHandler, field_validator,
-                      model_validator)
+from pydantic import (
+    Field,
+    SerializeAsAny,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from distmtl.config.plugins import PluginKind, Settings
-
 
 
 class AugmentConfig(Settings):
@@ -54,7 +59,8 @@ class DataConfig(Settings):
     root: str | None = Field(None, description="Directory (or HDF5 file) a file-based source reads.")
     parts: list[DataPart] = Field(default_factory=list, description="The sources of source 'combined'.")
     num_samples: int | None = Field(
-        None, gt=0, description="Samples the generator makes (default 2000); for file sources a random subset (default all)."
+        None, gt=0,
+        description="Samples the generator makes (default 2000); for file sources a random subset (default all).",
     )
     image_size: int = Field(32, ge=16, le=224)
     seed: int = 0
@@ -99,7 +105,9 @@ class ModelConfig(Settings):
     keys of this section too (see :mod:`distmtl.config.plugins`)."""
 
     encoder: str = "small_cnn"
-    architecture: str = Field(description="The architecture; a config that names none gets the one registered as default.")
+    architecture: str = Field(
+        description="The architecture; a config that names none gets the one registered as default."
+    )
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
     bottleneck: int = Field(128, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -138,7 +146,9 @@ class OptimConfig(Settings):
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="Learning rate over the run: constant, or cosine decay to zero at the last step."
     )
-    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up from zero over this many epochs (may be a fraction).")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="Linear warm-up from zero over this many epochs (may be a fraction)."
+    )
 
     @model_validator(mode="after")
     def _warmup_within_run(self) -> OptimConfig:
@@ -162,7 +172,8 @@ class TrainConfig(Settings):
                                                      "distmtl.engine.affinity) every N training steps; 0: never.")
     keep_checkpoints: int | None = Field(None, gt=0, description="Checkpoints kept per run; None keeps all.")
     max_failures: int = Field(
-        2, ge=0, description="Worker-group restarts per run after a worker dies; each resumes from the latest checkpoint."
+        2, ge=0,
+        description="Worker-group restarts per run after a worker dies; each resumes from the latest checkpoint.",
     )
 
 
@@ -185,7 +196,8 @@ class Config(Settings):
     def _task_references(self) -> Config:
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must not repeat a name (got {self.tasks})")
-        for section, keys in (("weighting.weights", self.weighting.weights), ("data.target_fraction", self.data.target_fraction),
+        for section, keys in (("weighting.weights", self.weighting.weights),
+                              ("data.target_fraction", self.data.target_fraction),
                               ("data.augment.policy", self.data.augment.policy)):
             for task in keys:
                 if task not in self.tasks:

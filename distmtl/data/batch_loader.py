@@ -70,7 +70,8 @@ class BatchLoader:
 
     def __init__(self, dataset: BatchReadable, batch_size: int, sampler: Sampler | None = None, workers: int = 0,
                  pin_memory: bool = False) -> None:
-        batches = BatchSampler(sampler if sampler is not None else SequentialSampler(dataset), batch_size, drop_last=False)
+        batches = BatchSampler(sampler if sampler is not None else SequentialSampler(dataset), batch_size,
+                               drop_last=False)
         self.loader = DataLoader(_Batches(dataset), sampler=batches, batch_size=None, collate_fn=_as_read,
                                  num_workers=workers, persistent_workers=workers > 0)
         self.pin_memory = pin_memory

@@ -43,7 +43,8 @@ def _unpickle(path: Path, keys: tuple[bytes, ...]) -> dict:
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise DistmtlError(f"cannot read {path} as a CIFAR-100 pickle ({type(exc).__name__}): re-extract the archive") from None
+        raise DistmtlError(f"cannot read {path} as a CIFAR-100 pickle ({type(exc).__name__}): "
+                           "re-extract the archive") from None
     missing = [k.decode() for k in keys if k not in batch]
     if missing:
         raise DistmtlError(f"{path} lacks the keys {missing}: not a cifar-100-python pickle")

@@ -19,7 +19,8 @@ from distmtl.errors import ConfigError
 
 
 def _part_config(cfg: DataConfig, part: DataPart) -> DataConfig:
-    return cfg.model_copy(update={"source": part.source, "root": part.root, "num_samples": part.num_samples, "parts": []})
+    return cfg.model_copy(update={"source": part.source, "root": part.root, "num_samples": part.num_samples,
+                                  "parts": []})
 
 
 def _part_specs(cfg: DataConfig, index: int, part: DataPart) -> dict[str, TargetSpec]:

@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
 import distmtl
-from distmtl.data.chunk_sampler import ChunkShuffleSampler
 from distmtl.config.schema import DataConfig
+from distmtl.data.chunk_sampler import ChunkShuffleSampler
 from distmtl.data.sample_set import SampleSet, TargetSpec, make_item
 from distmtl.data.sources import register_source, require_root
 from distmtl.errors import DistmtlError
@@ -37,7 +37,8 @@ CHUNK_CACHE_BYTES = 64 * 2**20
 _MAX_GAP = 8  # rows further apart than this start a new slice read
 
 
-def write_store(samples: SampleSet, path: str | Path, *, source: str, chunk: int = 64, compression: str = "gzip") -> Path:
+def write_store(samples: SampleSet, path: str | Path, *, source: str, chunk: int = 64,
+                compression: str = "gzip") -> Path:
     """Write ``samples`` to ``path`` atomically: into ``path.partial`` first, renamed only on success."""
     path = Path(path)
     if compression not in COMPRESSIONS:
@@ -57,7 +58,8 @@ def write_store(samples: SampleSet, path: str | Path, *, source: str, chunk: int
             f.attrs["tasks"] = json.dumps({t: vars(s) for t, s in samples.specs.items()})
             f.attrs["class_names"] = json.dumps(samples.class_names)
             rows = min(chunk, n)
-            f.create_dataset("images", data=samples.images.numpy(), chunks=(rows, *samples.image_shape), compression=codec)
+            f.create_dataset("images", data=samples.images.numpy(), chunks=(rows, *samples.image_shape),
+                             compression=codec)
             for task, value in samples.targets.items():
                 array = value.numpy()
                 f.create_dataset(f"targets/{task}", data=array, chunks=(rows, *array.shape[1:]), compression=codec)
@@ -118,7 +120,8 @@ class H5SampleSet:
                 self._shape = tuple(f["images"].shape[1:])
                 self.chunk = f["images"].chunks[0]
             except (OSError, KeyError) as exc:
-                raise DistmtlError(f"cannot read {path}: {exc}; the file is truncated or corrupt, convert it again") from None
+                raise DistmtlError(f"cannot read {path}: {exc}; "
+                                   "the file is truncated or corrupt, convert it again") from None
 
     def __len__(self) -> int:
         return len(self.groups)

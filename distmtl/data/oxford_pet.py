@@ -47,7 +47,8 @@ def _listing(root: Path) -> list[tuple[str, int, int]]:
         try:
             rows.append((parts[0], int(parts[1]) - 1, int(parts[2]) - 1))
         except (IndexError, ValueError):
-            raise DistmtlError(f"{path} line {number}: expected 'NAME CLASS-ID SPECIES BREED-ID', got '{line}'") from None
+            raise DistmtlError(f"{path} line {number}: "
+                               f"expected 'NAME CLASS-ID SPECIES BREED-ID', got '{line}'") from None
     return rows
 
 
@@ -77,13 +78,15 @@ def oxford_pet_source(cfg: DataConfig) -> SampleSet:
     root = require_root(cfg, EXPECTED)
     rows = [_listing(root)[i] for i in subset(cfg, len(_listing(root)))]
     test_path = root / "annotations" / "test.txt"
-    test_names = {line.split()[0] for line in test_path.read_text().splitlines() if line.strip()} if test_path.is_file() else set()
+    test_names = ({line.split()[0] for line in test_path.read_text().splitlines() if line.strip()}
+                  if test_path.is_file() else set())
     size = cfg.image_size
     images, trimaps, boxes, has_box = [], [], [], []
     for name, _, _ in rows:
         image = torch.from_numpy(_read(root / "images" / f"{name}.jpg", "RGB", "image").copy()).permute(2, 0, 1)
         images.append(resize_images(image[None], size)[0])
-        trimap = torch.from_numpy(_read(root / "annotations" / "trimaps" / f"{name}.png", "L", "trimap").astype(np.int64))
+        trimap = torch.from_numpy(
+            _read(root / "annotations" / "trimaps" / f"{name}.png", "L", "trimap").astype(np.int64))
         trimaps.append(resize_masks((trimap - 1).clamp(0, 2)[None], size)[0])
         box = _head_box(root / "annotations" / "xmls" / f"{name}.xml")
         boxes.append(box if box is not None else np.zeros(4, np.float32))

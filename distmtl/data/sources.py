@@ -7,8 +7,9 @@ File-based sources read the real on-disk formats from ``data.root``; nothing is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch

@@ -18,7 +18,8 @@ def split_by_group(
         return index[np.isin(groups, train_groups) & ~test_mask], index[np.isin(groups, val_groups) & ~test_mask], test
     unique = np.unique(groups)
     rest, test_groups = train_test_split(unique, test_size=test_fraction, random_state=seed)
-    train_groups, val_groups = train_test_split(rest, test_size=val_fraction / (1.0 - test_fraction), random_state=seed + 1)
+    train_groups, val_groups = train_test_split(rest, test_size=val_fraction / (1.0 - test_fraction),
+                                                random_state=seed + 1)
     return tuple(index[np.isin(groups, g)] for g in (train_groups, val_groups, test_groups))  # type: ignore[return-value]
 
 

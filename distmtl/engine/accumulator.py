@@ -14,7 +14,8 @@ class EpochAccumulator:
     def __init__(self, tasks: dict[str, Task], device: torch.device) -> None:
         self.tasks = tasks
         self.losses = torch.zeros(len(tasks), 2, dtype=torch.float64, device=device)
-        self.states = {name: torch.zeros(t.metric_state_size(), dtype=torch.float64, device=device) for name, t in tasks.items()}
+        self.states = {name: torch.zeros(t.metric_state_size(), dtype=torch.float64, device=device)
+                       for name, t in tasks.items()}
 
     def add(
         self,

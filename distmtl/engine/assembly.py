@@ -44,9 +44,10 @@ def build_parts(config: Config, in_channels: int) -> Parts:
     model = build_model(config.model, tasks, in_channels, **inputs)
     weighting = build_weighting(config.weighting, config.tasks)
     if weighting.reduces_gradients and config.model.architecture in CONTROLLERS:
-        raise ConfigError(f"weighting.method: '{config.weighting.method}' aggregates task gradients over a fixed set of "
-                          f"shared parameters, and model.architecture '{config.model.architecture}' changes that set "
-                          "during training; choose a loss-level method (e.g. fixed, dwa, famo) or another architecture")
+        raise ConfigError(f"weighting.method: '{config.weighting.method}' aggregates task gradients "
+                          "over a fixed set of shared parameters, and model.architecture "
+                          f"'{config.model.architecture}' changes that set during training; "
+                          "choose a loss-level method (e.g. fixed, dwa, famo) or another architecture")
     weighting.check(model, (in_channels, config.data.image_size, config.data.image_size))
     path = config.train.baseline
     baseline = Baseline.load(path).for_tasks(tasks, path) if path else None
@@ -74,7 +75,8 @@ def frozen_encoders(directories: list[str], in_channels: int) -> list[Encoder]:
         if config.model.architecture != "hard_sharing":
             raise ConfigError(f"model.aux_checkpoints: {directory} holds a {config.model.architecture} model; "
                               "auxiliary encoders come from hard_sharing runs")
-        model = build_model(config.model, build_tasks(config.tasks, check_targets(config.data, config.tasks)), in_channels)
+        tasks = build_tasks(config.tasks, check_targets(config.data, config.tasks))
+        model = build_model(config.model, tasks, in_channels)
         model.load_state_dict(state.best.state or state.model)
         encoders.append(_frozen(model.encoder))
     return encoders

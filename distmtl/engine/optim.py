@@ -10,7 +10,8 @@ from distmtl.engine.schedule import BASE_LR
 from distmtl.models.base import MultiTaskModel
 
 
-def build_optimizer(cfg: OptimConfig, model: MultiTaskModel, extra: list[nn.Parameter] | None = None) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimConfig, model: MultiTaskModel,
+                    extra: list[nn.Parameter] | None = None) -> torch.optim.Optimizer:
     """Adam (weight decay as an L2 term in the gradient) or AdamW (decoupled weight decay) over the
     model's parameter groups (a group's ``lr_scale`` multiplies the learning rate); ``extra``
     parameters (a learned loss weighting's) form one more group without weight decay. Every group keeps

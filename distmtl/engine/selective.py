@@ -70,7 +70,8 @@ class SelectiveGrouping(Settings):
                                    "most (lowest_loss) or least (highest_loss) relative to their first epoch, or the "
                                    "members' weights combined (mean, max, min).")
     patience: int = Field(3, ge=1, description="Lock after this many decisions in a row without a merge.")
-    start_epoch: int = Field(0, ge=0, description="First epoch whose gradients are captured (a warm-up before grouping).")
+    start_epoch: int = Field(0, ge=0,
+                             description="First epoch whose gradients are captured (a warm-up before grouping).")
     window: int = Field(2, ge=1, description="Epochs of captured gradients (each task's unit-norm epoch sum, added up) "
                                              "behind every grouping decision; one epoch's direction is noisy.")
 

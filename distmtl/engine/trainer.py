@@ -34,8 +34,8 @@ from distmtl.engine.startup import StartupClock
 from distmtl.engine.structure import build_controller
 from distmtl.errors import DistmtlError
 from distmtl.models import MultiTaskModel
-from distmtl.weighting import ParameterSplit, Step, split_parameters
 from distmtl.tracking.plots import save_artifacts
+from distmtl.weighting import ParameterSplit, Step, split_parameters
 
 log = logging.getLogger("distmtl")
 #: Test images drawn with a segmentation or detection task's predictions over them.
@@ -81,7 +81,8 @@ class Trainer:
         self.controller = build_controller(config.model.architecture, self.model)
         self.optimizer = self._new_optimizer()
         self.best, self.start_epoch, self.global_step = Best(), 0, 0
-        self.prediction_records: dict[str, dict] = {}  # set by the test pass after the last epoch, drawn with its records
+        # Set by the test pass after the last epoch, drawn with its records.
+        self.prediction_records: dict[str, dict] = {}
         with reporter.restore_dir() as restore:
             state = TrainingState.load(restore) if restore else None
         if state:
@@ -97,7 +98,8 @@ class Trainer:
         self.noise = torch.Generator(device=self.ctx.device)
         self.autocast = (torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
                          if config.train.precision == "bf16" else nullcontext())
-        self.affinity = build_probe(config, self.model, self.controller, self.samples.image_shape, self.ctx, self.autocast)
+        self.affinity = build_probe(config, self.model, self.controller, self.samples.image_shape, self.ctx,
+                                    self.autocast)
         if self.affinity and state:
             self.affinity.load_state_dict(state.affinity)
         self.clock.mark("loaders")
@@ -316,7 +318,8 @@ class Trainer:
 
     def _loss_terms(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                     masks: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return {name: task.masked_loss_terms(outputs[name], targets[name], masks[name]) for name, task in self.tasks.items()}
+        return {name: task.masked_loss_terms(outputs[name], targets[name], masks[name])
+                for name, task in self.tasks.items()}
 
     def _losses_again(self, images: torch.Tensor, targets: dict[str, torch.Tensor],
                       masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -324,7 +327,8 @@ class Trainer:
         ``after_step``."""
         with torch.no_grad(), self.autocast:
             outputs = self.net(images)
-        return {name: total / count.clamp(min=1) for name, (total, count) in self._loss_terms(outputs, targets, masks).items()}
+        terms = self._loss_terms(outputs, targets, masks)
+        return {name: total / count.clamp(min=1) for name, (total, count) in terms.items()}
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         extra = list(self.weighting.parameters()) if self.weighting.optimised_with_model else []
@@ -350,9 +354,9 @@ class Trainer:
         if self.weighting.reduces_gradients:
             return BufferSync(self.model, self.ctx)
         device = self.ctx.device
+        unused = _has_unused_parameters(self.model, self.samples.image_shape, device)
         return DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
-                                       find_unused_parameters=_has_unused_parameters(self.model, self.samples.image_shape,
-                                                                                     device))
+                                       find_unused_parameters=unused)
 
 def train(config: Config, reporter: Reporter, ctx: DistContext | None = None,
           fault: InjectedFault | None = None) -> dict[str, float]:

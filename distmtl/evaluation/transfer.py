@@ -37,12 +37,14 @@ def transfer_baseline(config: Config, classify: str, mapping: str,
     """
     specs = check_targets(config.data, [classify, mapping])
     if specs[mapping].kind != "regression":
-        raise ConfigError(f"--map: '{mapping}' is a {specs[mapping].kind} target; the baseline maps to a regression target")
+        raise ConfigError(f"--map: '{mapping}' is a {specs[mapping].kind} target; "
+                          "the baseline maps to a regression target")
     classifier_config = config.model_copy(update={
         "tasks": [classify],
         "weighting": config.weighting.model_copy(update={"weights": {}}),
         "data": config.data.model_copy(update={"target_fraction": {}}),
-        "train": config.train.model_copy(update={"selection_metric": f"val/{classify}/accuracy", "selection_mode": "max"}),
+        "train": config.train.model_copy(update={"selection_metric": f"val/{classify}/accuracy",
+                                                 "selection_mode": "max"}),
     })
     with tempfile.TemporaryDirectory(prefix="distmtl-transfer-") as directory:
         reporter = reporter or LocalReporter(directory)
@@ -57,7 +59,8 @@ def transfer_baseline(config: Config, classify: str, mapping: str,
     def features_and_targets(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kept = indices[samples.has_target[mapping].numpy()[indices]]
         dataset = samples.dataset(kept)
-        return representations(model, dataset), np.stack([dataset[i]["targets"][mapping].numpy() for i in range(len(kept))])
+        targets = np.stack([dataset[i]["targets"][mapping].numpy() for i in range(len(kept))])
+        return representations(model, dataset), targets
 
     x_train, y_train = features_and_targets(train_idx)
     x_test, y_test = features_and_targets(test_idx)

@@ -13,8 +13,7 @@ from typing import Any
 
 import ray.train
 import torch
-from ray.train import (Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig,
-                       UserCallback)
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from distmtl.config.schema import Config
@@ -111,7 +110,8 @@ def build_trainer(
         per_worker["GPU"] = resources.gpus_per_worker
     return TorchTrainer(
         worker_loop,
-        train_loop_config={"config": config.model_dump(), "resume_from": resume_from, "fault": fault_from_environment()},
+        train_loop_config={"config": config.model_dump(), "resume_from": resume_from,
+                           "fault": fault_from_environment()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(

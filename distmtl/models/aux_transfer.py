@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch import nn
-
 from pydantic import Field
+from torch import nn
 
 from distmtl.config.plugins import Settings
 from distmtl.config.schema import ModelConfig
@@ -43,7 +42,8 @@ class AuxTransfer(MultiTaskModel):
                  frozen_encoders: Sequence[Encoder] = ()) -> None:
         super().__init__()
         if not frozen_encoders:
-            raise ConfigError("model.aux_checkpoints: aux_transfer needs at least one checkpoint directory of an earlier run")
+            raise ConfigError("model.aux_checkpoints: aux_transfer needs at least one checkpoint directory "
+                              "of an earlier run")
         self.task_names = list(tasks)
         self.encoder = ENCODERS.get(cfg.encoder)(cfg, in_channels)
         self.aux = nn.ModuleList(frozen_encoders)

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch import nn
-
 from pydantic import Field
+from torch import nn
 
 from distmtl.config.plugins import Settings
 from distmtl.config.schema import ModelConfig
@@ -85,7 +84,8 @@ class CrossStitch(MultiTaskModel):
             current = unit([b.stages[s](m) for b, m in zip(branches, current)])
             for k, m in enumerate(current):
                 maps[k].append(m)
-        return {t: Features(b.bottleneck(current[k]), maps[k], size) for k, (t, b) in enumerate(zip(self.task_names, branches))}
+        return {t: Features(b.bottleneck(current[k]), maps[k], size)
+                for k, (t, b) in enumerate(zip(self.task_names, branches))}
 
     def representation(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([f.vector for f in self.encode(x).values()], dim=1)

@@ -26,7 +26,8 @@ class Encoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.stage_channels = list(stage_channels)
         self.in_channels = in_channels
-        self.bottleneck = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(stage_channels[-1], cfg.bottleneck),
+        self.bottleneck = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                        nn.Linear(stage_channels[-1], cfg.bottleneck),
                                         nn.ReLU(inplace=True), nn.Dropout(cfg.dropout))
         self.out_features = cfg.bottleneck
 
@@ -65,7 +66,8 @@ def sketch_a_net(cfg: ModelConfig, in_channels: int) -> Encoder:
         nn.Sequential(nn.Conv2d(64, 128, 5, padding=2), relu(), nn.MaxPool2d(3, 2)),
         nn.Sequential(nn.Conv2d(128, 256, 3, padding=1), relu(), nn.Conv2d(256, 256, 3, padding=1), relu(),
                       nn.Conv2d(256, 256, 3, padding=1), relu(), nn.MaxPool2d(3, 2)),
-        nn.Sequential(nn.Conv2d(256, 512, 7, padding=3), relu(), nn.Dropout(cfg.dropout), nn.Conv2d(512, 512, 1), relu()),
+        nn.Sequential(nn.Conv2d(256, 512, 7, padding=3), relu(), nn.Dropout(cfg.dropout),
+                      nn.Conv2d(512, 512, 1), relu()),
     ]
     return Encoder(stages, [64, 128, 256, 512], cfg, in_channels)
 
@@ -99,4 +101,5 @@ def _load_local_weights(net: nn.Module, path: str) -> None:
         state = torch.load(file, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     except (RuntimeError, KeyError, OSError) as exc:
-        raise DistmtlError(f"model.weights: {file} is not a state dict of this ResNet ({str(exc).splitlines()[0]})") from None
+        raise DistmtlError(f"model.weights: {file} is not a state dict of this ResNet "
+                           f"({str(exc).splitlines()[0]})") from None

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch import nn
-
 from pydantic import Field
+from torch import nn
 
 from distmtl.config.plugins import Settings
 from distmtl.config.schema import ModelConfig
@@ -46,8 +45,9 @@ class LabelReuse(MultiTaskModel):
         for role in ("fine_task", "coarse_task"):
             name = getattr(cfg, role)
             if name not in tasks or tasks[name].kind != "classification":
+                classification = [t for t, k in tasks.items() if k.kind == "classification"]
                 raise ConfigError(f"model.{role}: '{name}' must be one of the classification tasks "
-                                  f"{[t for t, k in tasks.items() if k.kind == 'classification']} for {cfg.architecture}")
+                                  f"{classification} for {cfg.architecture}")
         self.source = cfg.coarse_task if reuse == "coarse" else cfg.fine_task
         self.target = cfg.fine_task if reuse == "coarse" else cfg.coarse_task
         self.task_names = list(tasks)
@@ -56,7 +56,8 @@ class LabelReuse(MultiTaskModel):
         self.encoders = nn.ModuleDict({"shared": make()} if shared else {t: make() for t in tasks})
         shape = next(iter(self.encoders.values())).shape
         self.heads = nn.ModuleDict({
-            t: task.head(shape.widened(tasks[self.source].size) if t == self.target else shape) for t, task in tasks.items()
+            t: task.head(shape.widened(tasks[self.source].size) if t == self.target else shape)
+            for t, task in tasks.items()
         })
 
     def _encode(self, x: torch.Tensor) -> dict[str, Features]:

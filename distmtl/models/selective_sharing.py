@@ -28,9 +28,8 @@ import zlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
-
 from pydantic import Field, model_validator
+from torch import nn
 
 from distmtl.config.plugins import Settings
 from distmtl.config.schema import ModelConfig
@@ -56,9 +55,10 @@ class SelectiveBranches(Settings):
                                 "bottleneck become part of every branch (convolutional branches). Unset: the whole "
                                 "encoder and one hidden layer are shared and the branches are fully connected.")
     groups: list[list[str]] = Field(
-        default_factory=list, description="Fixed groups: the tasks of each group share a branch from the first step (a "
-                                          "one-task group keeps its own) and nothing is captured or merged; e.g. the "
-                                          "grouping an earlier run found, trained from scratch with the whole epoch budget.")
+        default_factory=list,
+        description="Fixed groups: the tasks of each group share a branch from the first step (a "
+                    "one-task group keeps its own) and nothing is captured or merged; e.g. the "
+                    "grouping an earlier run found, trained from scratch with the whole epoch budget.")
 
     @model_validator(mode="after")
     def _branches_have_a_body(self) -> SelectiveBranches:
@@ -91,7 +91,8 @@ class SelectiveSharing(MultiTaskModel):
         stages = self.cfg.shared_stages
         if stages is not None and stages >= len(encoder.stages):
             raise ConfigError(f"model.selective.shared_stages: {stages} leaves no stage for the branches; encoder "
-                              f"{cfg.encoder!r} has {len(encoder.stages)} stages here, so use 0 … {len(encoder.stages) - 1}")
+                              f"{cfg.encoder!r} has {len(encoder.stages)} stages here, "
+                              f"so use 0 … {len(encoder.stages) - 1}")
         if stages is None:
             self.encoder = encoder
             self.shared = nn.Sequential(_relu_linear(encoder.out_features, self.cfg.hidden), nn.ReLU(inplace=True))

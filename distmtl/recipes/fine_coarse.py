@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from distmtl.recipes.base import Column, Recipe, RecipeOptions, Variant, register
 
-ARCHITECTURES = ("independent", "hard_sharing", "reuse_coarse", "reuse_fine", "shared_reuse_coarse", "shared_reuse_fine")
+ARCHITECTURES = ("independent", "hard_sharing", "reuse_coarse", "reuse_fine", "shared_reuse_coarse",
+                 "shared_reuse_fine")
 
 
 def variants(options: RecipeOptions) -> list[Variant]:

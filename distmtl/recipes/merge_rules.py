@@ -1,6 +1,7 @@
 """Selective Sharing's merge rules side by side: which weights a merged branch keeps, and what each merge did to the
 tasks it merged (the share of each merged task's progress that the merge undid: its training loss over the steps just
-after the merge minus just before, over its first epoch's loss, :mod:`distmtl.engine.merge_effects`), on the generator and on digits one-vs-all, configs as shipped but for the rule."""
+after the merge minus just before, over its first epoch's loss, :mod:`distmtl.engine.merge_effects`), on the
+generator and on digits one-vs-all, configs as shipped but for the rule."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from distmtl.config.schema import Config
 from distmtl.engine.checkpoint import TrainingState
 from distmtl.engine.merge_effects import progress_lost
 from distmtl.recipes.base import Column, Recipe, RecipeOptions, Variant, register
-from distmtl.recipes.selective_sharing import (GENERATOR_COLUMNS, combined, grouping_ari, lock_epoch,
-                                               mean_balanced_accuracy)
+from distmtl.recipes.selective_sharing import (
+    GENERATOR_COLUMNS,
+    combined,
+    grouping_ari,
+    lock_epoch,
+    mean_balanced_accuracy,
+)
 
 RULES = ("lowest_loss", "highest_loss", "mean")
 

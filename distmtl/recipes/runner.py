@@ -68,7 +68,8 @@ def derived_overrides(variant: Variant, done: dict[tuple[str, str], CellResult])
     return derived
 
 
-def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experiment: str, command: str) -> RecipeResult:
+def run_recipe(recipe: Recipe, options: RecipeOptions, tracking_uri: str, experiment: str,
+               command: str) -> RecipeResult:
     """Run every variant of ``recipe`` on each seed, in this process, and log the table to the parent run.
 
     Checkpoints go to a temporary directory (each child run keeps its plots and records in MLflow). Configs are checked
@@ -111,10 +112,11 @@ def _run_cells(recipe: Recipe, variants: list[Variant], options: RecipeOptions, 
                 result = run_cell(variant, config, run, workdir / name)
             done[(variant.dataset, variant.name)] = result
             runs[(variant.dataset, variant.name)].append(result.metrics)
-            shown = "  ".join(f"{variant.key(c) if c.ratio_to else c.header} {result.metrics[variant.key(c)]:.{c.digits}f}"
+            shown = "  ".join(f"{variant.key(c) if c.ratio_to else c.header} "
+                              f"{result.metrics[variant.key(c)]:.{c.digits}f}"
                               for c in recipe.columns if variant.key(c) in result.metrics)  # a ratio: its own value
-            print(f"{recipe.name} | {variant.dataset} | {variant.name} | seed {seed} | {shown} | {result.seconds:.1f} s",
-                  flush=True)
+            print(f"{recipe.name} | {variant.dataset} | {variant.name} | seed {seed} | {shown} | "
+                  f"{result.seconds:.1f} s", flush=True)
     return [Row(v, runs[(v.dataset, v.name)]) for v in variants]
 
 

@@ -25,7 +25,6 @@ from distmtl.tasks import build_tasks
 from distmtl.tasks.baseline import Baseline, TaskBaseline
 from distmtl.tracking import MlflowRun
 
-
 #: Config maps keyed by task name besides the weights (which a single task does not need): kept for the task alone.
 TASK_KEYED = ("data.target_fraction", "data.augment.policy")
 
@@ -101,7 +100,8 @@ def _summarise(finals: list[dict[str, float]], task: str, metric: str, mode: str
     val = [f[f"best/val/{task}/{metric}"] for f in finals]
     test = [f[f"test/{task}/{metric}"] for f in finals]
     spread = (lambda v: statistics.stdev(v)) if len(finals) > 1 else (lambda v: math.nan)
-    return TaskBaseline(metric, mode, statistics.fmean(val), statistics.fmean(test), spread(val), spread(test), len(finals))
+    return TaskBaseline(metric, mode, statistics.fmean(val), statistics.fmean(test), spread(val), spread(test),
+                        len(finals))
 
 
 def _lookup(data: dict[str, Any], dotted: str) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from distmtl.config import load_yaml
+from distmtl.data.sources import check_targets
 from distmtl.engine.affinity import SIGNALS, matrix_from_metrics
 from distmtl.launch.affinity import default_epochs
 from distmtl.recipes.affinity_validation import SeedEvidence, delta_m, fixed_groupings, same_grouping, summary_table
@@ -29,7 +30,6 @@ from distmtl.recipes.task_groupings import grouping_name
 from distmtl.recipes.task_groupings import variants as generator_groupings
 from distmtl.sharing.choose import best_groupings, label_partitions, to_grouping
 from distmtl.tasks import build_tasks
-from distmtl.data.sources import check_targets
 
 #: Steps between two affinity measurements in the affinity runs.
 EVERY = 5

@@ -11,7 +11,6 @@ from distmtl.sharing.grouping import affinity_distances, cosine_similarity, grou
 from distmtl.sharing.plan import MergePlan, plan_merges
 
 
-
 class GroupingSettings(Protocol):
     """The settings a decision reads (Selective Sharing's ``model.selective`` keys)."""
 

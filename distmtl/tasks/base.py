@@ -9,7 +9,7 @@ summed state once per epoch, so the hot loop never syncs with the host.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

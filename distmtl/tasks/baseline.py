@@ -102,7 +102,8 @@ class Baseline:
             bad = [s for s in SPLITS if not math.isfinite(getattr(base, s)) or getattr(base, s) == 0]
             if bad:
                 raise ConfigError(f"{where}: {path}: {name}'s {bad[0]} {base.metric} is {getattr(base, bad[0])}, so "
-                                  "no relative change can be taken against it; train that baseline longer or on more data")
+                                  "no relative change can be taken against it; "
+                                  "train that baseline longer or on more data")
         return Baseline({t: self.tasks[t] for t in tasks}, self.source)
 
 

@@ -39,7 +39,8 @@ class BinaryTask(Task):
         histograms = torch.zeros(2, AUC_BINS, dtype=torch.float64, device=output.device)
         histograms[0].index_add_(0, bins, negative.double())
         histograms[1].index_add_(0, bins, positive.double())
-        counts = torch.stack([(predicted & positive).sum(), positive.sum(), (~predicted & negative).sum(), negative.sum()])
+        counts = torch.stack([(predicted & positive).sum(), positive.sum(),
+                              (~predicted & negative).sum(), negative.sum()])
         return torch.cat([counts.double(), histograms.flatten()])
 
     def metrics(self, state: torch.Tensor) -> dict[str, float]:
@@ -54,4 +55,5 @@ class BinaryTask(Task):
             auc = ((pos_hist * (negatives_below + 0.5 * neg_hist)).sum() / (pos * neg)).item()
         else:
             auc = math.nan
-        return {"accuracy": (true_pos + true_neg) / (pos + neg), "balanced_accuracy": sum(recalls) / len(recalls), "auc": auc}
+        return {"accuracy": (true_pos + true_neg) / (pos + neg), "balanced_accuracy": sum(recalls) / len(recalls),
+                "auc": auc}

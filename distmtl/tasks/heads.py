@@ -33,7 +33,8 @@ class DenseDecoder(nn.Module):
         super().__init__()
         maps = list(shape.maps)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(coarse + fine, fine, 3, padding=1, bias=False), nn.BatchNorm2d(fine), nn.ReLU(inplace=True))
+            nn.Sequential(nn.Conv2d(coarse + fine, fine, 3, padding=1, bias=False), nn.BatchNorm2d(fine),
+                          nn.ReLU(inplace=True))
             for coarse, fine in zip(maps[:0:-1], maps[-2::-1])
         )
         self.out = nn.Conv2d(maps[0], out_channels, 1)

@@ -1,15 +1,16 @@
 """Figures drawn from the numbers models and controllers record: models compute, tracking draws.
 
-:func:`save_artifacts` writes each record as ``<name>_epoch<NNN>.json`` and, where a plot is
-registered under its name (up to an ``@``: ``confusion_matrix@fine``), the figure beside it as ``.png`` (the tracking callbacks log both to
-MLflow). matplotlib is imported, with its non-interactive backend, only when a figure is drawn.
+:func:`save_artifacts` writes each record as ``<name>_epoch<NNN>.json`` and, where a plot is registered under its
+name (up to an ``@``: ``confusion_matrix@fine``), the figure beside it as ``.png`` (the tracking callbacks log both
+to MLflow). matplotlib is imported, with its non-interactive backend, only when a figure is drawn.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -182,7 +183,8 @@ def predicted_vs_true(record: dict):
     fig, axes = plt.subplots(1, dims, figsize=(2.6 * dims, 2.8), squeeze=False)
     for d, ax in enumerate(axes[0]):
         ax.scatter(true[:, d], predicted[:, d], s=4, alpha=0.5)
-        low, high = float(min(true[:, d].min(), predicted[:, d].min())), float(max(true[:, d].max(), predicted[:, d].max()))
+        low = float(min(true[:, d].min(), predicted[:, d].min()))
+        high = float(max(true[:, d].max(), predicted[:, d].max()))
         ax.plot([low, high], [low, high], color="C3", linewidth=1)
         ax.set_title(f"output {d}", fontsize=8)
         ax.set_xlabel("true")

@@ -19,7 +19,6 @@ from distmtl.tune.outcome import error_line, short_value
 from distmtl.tune.reporting import EPOCHS_PLANNED
 from distmtl.tune.space import Space
 
-
 #: Seconds between two prints of Tune's status table (``--verbose``): a minute, against Tune's default 5 s.
 STATUS_INTERVAL_S = 60
 

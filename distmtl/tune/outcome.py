@@ -54,8 +54,8 @@ class TrialOutcome:
 class SweepOutcome:
     """Every trial (in Tune's order) and what the sweep found: ``scored`` (the trials that did not fail and have
     a score, in Tune's order), ``ranking`` (those, best first), ``best`` (its first; none for a Pareto sweep)
-    and ``front`` (a Pareto sweep's finished trials that no other finished trial dominates on every metric, with the hypervolume
-    they dominate)."""
+    and ``front`` (a Pareto sweep's finished trials that no other finished trial dominates on every metric, with the
+    hypervolume they dominate)."""
 
     trials: list[TrialOutcome]
     scored: list[TrialOutcome]

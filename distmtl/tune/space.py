@@ -35,7 +35,6 @@ from distmtl.data.sources import check_source_files
 from distmtl.engine.assembly import build_parts, check_config
 from distmtl.errors import ConfigError
 
-
 _UNSET = object()
 
 
@@ -195,8 +194,9 @@ class Space:
             for name, values in parameter.condition().items():
                 where = f"{self.path}: parameters.{key}.when.{name}"
                 if name not in earlier or earlier[name].type != "choice":
+                    choices = ", ".join(k for k, p in earlier.items() if p.type == "choice")
                     raise ConfigError(f"{where}: a condition names a choice parameter listed before this one "
-                                      f"(choices before it: {', '.join(k for k, p in earlier.items() if p.type == 'choice') or 'none'})")
+                                      f"(choices before it: {choices or 'none'})")
                 unknown = [v for v in values if v not in earlier[name].values]
                 if unknown:
                     raise ConfigError(f"{where}: {unknown} are not among {name}'s values {earlier[name].values}")
@@ -272,7 +272,8 @@ class Space:
         """The full config of a trial: the base with the sampled values applied (and, under
         cross-validation, the space's metric as the folds' best-epoch selection metric)."""
         fixed = {"train.selection_metric": self.metric, "train.selection_mode": self.mode} if self.file.cv else {}
-        return config_from_dict(apply_overrides(self.base, {**sampled, **fixed}), source=f"trial config from {self.path}")
+        return config_from_dict(apply_overrides(self.base, {**sampled, **fixed}),
+                                source=f"trial config from {self.path}")
 
     def describe(self) -> str:
         """A human-readable summary of the resolved space (what ``--dry-run`` prints)."""
@@ -282,7 +283,8 @@ class Space:
             f"base config   {self.base_path}",
             (f"metric        {self.tune_metric} ({self.mode})"
              + (f": mean over {f.cv}-fold cross-validation" if f.cv else "")) if not self.pareto else
-            "metrics       " + ", ".join(f"{m} ({d})" for m, d in self.objectives) + ": Pareto sweep, last-epoch values",
+            "metrics       " + ", ".join(f"{m} ({d})" for m, d in self.objectives)
+            + ": Pareto sweep, last-epoch values",
             f"searcher      {f.searcher.name} ({f.searcher.sampler}, seed {f.searcher.seed})"
             + (f", study stored in {f.searcher.storage}" if f.searcher.storage else ""),
             f"scheduler     {self._describe_scheduler()}",

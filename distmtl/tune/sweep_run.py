@@ -81,7 +81,8 @@ def _log_front(run: MlflowRun, experiment: str, space: Space, outcome: SweepOutc
     table = [[t.trial_id, *(f"{v:.4g}" for v in t.values(metrics))] for t in outcome.front]
     volume = ""  # its history, trial by trial, is the parent run's metric pareto/hypervolume (the trial logger's)
     if outcome.hypervolume is not None:
-        volume = "\n" + describe_hypervolume(*outcome.hypervolume, metrics, space.file.reference_point is not None) + "\n"
+        volume = ("\n" + describe_hypervolume(*outcome.hypervolume, metrics, space.file.reference_point is not None)
+                  + "\n")
     run.log_text(tabulate(table, header, tablefmt="github", disable_numparse=True) + "\n" + volume, "pareto.md")
     finite = {t.trial_id: t.values(metrics) for t in outcome.trials
               if t.finished and all(math.isfinite(v) for v in t.values(metrics))}

@@ -6,15 +6,15 @@ A weighting turns a batch's per-task losses into the gradients the optimizer ste
 each task's gradient of the shared parameters and aggregate them, doing their own cross-rank reduction. Both
 kinds implement :meth:`Weighting.backward`, so the trainer never needs to know which kind it runs.
 
-A weighting is an ``nn.Module`` so that it moves with the model (``.to(device)``): a learned method's
-parameters and buffers live on the training device, and its state travels in checkpoints through the usual
-``state_dict``. Every method multiplies the static per-task weights of the config (λ; 1 where unset) by its
-own factors. State beyond parameters and buffers (a solver's last weights, an inner optimizer's moments) goes
-through ``nn.Module``'s ``get_extra_state``/``set_extra_state`` as plain numbers, lists and tensors, so that a
-checkpoint still loads with ``weights_only=True``. Epoch-level methods (``fixed``, ``dwa``) change factors only at epoch boundaries, from epoch-mean
-*unweighted* training losses that the engine has already all-reduced across ranks, so every rank holds the same
-weights without communication. Per-step methods draw their randomness from a generator seeded alike on every
-rank (:meth:`Step.generator_seed`) and reduce what they measure across ranks before they decide, so every rank
+A weighting is an ``nn.Module`` so that it moves with the model (``.to(device)``): a learned method's parameters and
+buffers live on the training device, and its state travels in checkpoints through the usual ``state_dict``. Every
+method multiplies the static per-task weights of the config (λ; 1 where unset) by its own factors. State beyond
+parameters and buffers (a solver's last weights, an inner optimizer's moments) goes through ``nn.Module``'s
+``get_extra_state``/``set_extra_state`` as plain numbers, lists and tensors, so that a checkpoint still loads with
+``weights_only=True``. Epoch-level methods (``fixed``, ``dwa``) change factors only at epoch boundaries, from
+epoch-mean *unweighted* training losses that the engine has already all-reduced across ranks, so every rank holds
+the same weights without communication. Per-step methods draw their randomness from a generator seeded alike on
+every rank (:meth:`Step.generator_seed`) and reduce what they measure across ranks before they decide, so every rank
 applies the same update.
 """
 

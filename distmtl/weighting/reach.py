@@ -5,7 +5,8 @@ others to their one task. Which those are follows from the graph, not from a lis
 probe forward pass and one ``autograd.grad`` per task output tell it for any architecture. Hard sharing: the
 encoder is shared, each head its task's own. Label reuse: the shared encoder (``shared_reuse_*``) and the
 source task's encoder and head (its prediction feeds the target's head) are shared. Cross-stitch: the units
-and every branch's stages (the units mix them into every task); each branch's bottleneck and head are its task's. Independent networks: nothing is shared.
+and every branch's stages (the units mix them into every task); each branch's bottleneck and head are its task's.
+Independent networks: nothing is shared.
 """
 
 from __future__ import annotations
