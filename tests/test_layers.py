@@ -1,5 +1,5 @@
-"""The package's shape: the import contracts of pyproject.toml hold (layers, leaves, no loops; import-linter), and
-every module imports on its own."""
+"""The package's shape: the import contracts of pyproject.toml hold (layers, leaves, no loops; import-linter),
+every module imports on its own, and ruff (configured in pyproject.toml) finds nothing."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ def test_the_import_contracts_hold() -> None:
     done = subprocess.run([str(lint), "--no-cache", "--no-logo"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "3 kept, 0 broken" in done.stdout
+
+
+def test_ruff_finds_nothing() -> None:
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), "check", "--no-cache", "distmtl", "tests", "scripts"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 @pytest.mark.subprocess
