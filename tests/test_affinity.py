@@ -149,6 +149,7 @@ def test_lookahead_step_leaves_optimizer_and_parameters_as_they_were() -> None:
     assert all(torch.equal(optimizer.state[params[0]][k], v) for k, v in before[1].items())
 
 
+@pytest.mark.subprocess
 def test_affinity_on_two_gloo_ranks_equals_one_process_on_the_union_batch() -> None:
     gap, same = measure(world_size=2)
     assert same, "the ranks measured different matrices"

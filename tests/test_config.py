@@ -259,6 +259,7 @@ def test_a_plug_in_kind_builds_each_plug_in_s_section_and_merges_a_shared_one():
         Registry("thing", "thing").register("x", settings=Knob)
 
 
+@pytest.mark.subprocess
 def test_a_config_pickles_to_a_fresh_process_with_its_plug_in_sections(tmp_path):
     """Ray ships configs to workers by pickle; the plug-in sections are classes built at run time, so a fresh
     interpreter must rebuild them (with the keys that were set, merged sections included)."""

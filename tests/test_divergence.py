@@ -75,6 +75,7 @@ def _rank(rank: int, port: int, results) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.subprocess
 def test_ranks_agree_to_stop_at_the_same_step_when_only_one_diverges():
     """A rank that stopped alone would leave the others waiting in DDP's next all-reduce."""
     with mp.Manager() as manager:

@@ -93,6 +93,7 @@ def test_upgrad_conflicts_with_no_task_and_graddrop_with_full_leak_sums_the_grad
     assert torch.allclose(method("graddrop", leak=1.0).aggregate(JACOBIAN)[0], JACOBIAN.sum(0))
 
 
+@pytest.mark.subprocess
 def test_two_ranks_equal_one_process_on_the_union_of_their_batches():
     """After 3 Adam steps on two gloo ranks, each holding half of every batch, both ranks hold identical parameters,
     and they equal those of one process trained on whole batches (to 1e-5, float32): gradient-level methods reduce
@@ -230,6 +231,7 @@ def _trainer_worker(rank: int, port: int, config_dicts: dict, results) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.subprocess
 def test_the_engine_keeps_both_ranks_identical_under_random_and_gradient_methods():
     """Through the real trainer (no DDP wrapper for gradient-level methods, rank 0's batch-norm buffers broadcast
     before each forward pass, as DDP does): PCGrad, GradDrop and FAMO end with identical weights on both ranks."""
