@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 import torch
 from PIL import Image
+from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from distmtl.data.batch_loader import make_loader
@@ -174,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({image_mib:.0f} MiB as uint8; HDF5 chunk cache "
           f"{CHUNK_CACHE_BYTES // 2**20} MiB per dataset), batch {args.batch_size}, {args.rounds} rounds; "
           "files in the OS page cache")
-    print("| loader | setting | DataLoader workers | images/s (median) | vs in-memory, 0 workers (median) |")
-    print("|---|---|---|---|---|")
-    for (name, setting, workers, rates), r in zip(results, ratio):
-        print(f"| {name} | {setting} | {workers} | {statistics.median(rates):,.0f} | {r:.2f}× |")
+    table = [[name, setting, str(workers), f"{statistics.median(rates):,.0f}", f"{r:.2f}×"]
+             for (name, setting, workers, rates), r in zip(results, ratio)]
+    print(tabulate(table, ["loader", "setting", "DataLoader workers", "images/s (median)",
+                           "vs in-memory, 0 workers (median)"], tablefmt="github", disable_numparse=True))
 
     hdf5 = [(setting, workers, r) for (name, setting, workers, _), r in zip(results, ratio)
             if name.endswith("batch reads")]

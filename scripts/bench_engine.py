@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from tabulate import tabulate
 from torch.utils.data import DataLoader, TensorDataset
 
 from distmtl.config.loading import load_config
@@ -194,23 +195,21 @@ def main() -> None:
     args.clock = time.process_time if clock == "cpu" else time.perf_counter
     print(f"machine: {describe(device)}")
     print(f"\n### Engine vs a plain loop: median of {args.repeats} alternating epochs, {clock} clock\n")
-    print("| setting | training images | batch | image px | engine (images/s) | plain loop (images/s) "
-          "| engine / plain |")
-    print("|---|---|---|---|---|---|---|")
     headline: dict[str, float] = {}
+    table = []
     for name, key in zip(SETTINGS, ("engine_vs_hand", "engine_vs_hand_cross_stitch")):
         r = engine_vs_plain(name, args)
-        print(f"| {name} | {r['samples']} | {r['batch']} | {r['size']} | {r['engine']:.0f} | {r['plain']:.0f} "
-              f"| {r['ratio']:.3f} |")
+        table.append([name, str(r["samples"]), str(r["batch"]), str(r["size"]), f"{r['engine']:.0f}",
+                      f"{r['plain']:.0f}", f"{r['ratio']:.3f}"])
         headline[key] = round(r["ratio"], 3)
+    print(tabulate(table, ["setting", "training images", "batch", "image px", "engine (images/s)",
+                           "plain loop (images/s)", "engine / plain"], tablefmt="github", disable_numparse=True))
     if args.precision if args.precision is not None else device.type == "cuda":
         rows = precision_rows(args, device)
         print(f"\n### ResNet-18 (torchvision, no weights), {args.image_size} px, batch {args.precision_batch}: "
               f"median of {args.precision_steps} steps per mode, modes alternating\n")
-        print("| mode | images/s | vs fp32 |")
-        print("|---|---|---|")
-        for mode, rate in rows:
-            print(f"| {mode} | {rate:.0f} | {rate / rows[0][1]:.2f}× |")
+        print(tabulate([[mode, f"{rate:.0f}", f"{rate / rows[0][1]:.2f}×"] for mode, rate in rows],
+                       ["mode", "images/s", "vs fp32"], tablefmt="github", disable_numparse=True))
         headline["bf16_channels_last_vs_fp32"] = round(rows[2][1] / rows[0][1], 3)
         if args.compile:
             headline["compile_vs_fp32"] = round(rows[3][1] / rows[0][1], 3)

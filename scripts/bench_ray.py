@@ -26,6 +26,7 @@ import psutil
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tabulate import tabulate
 
 from distmtl.config.loading import load_config
 from distmtl.config.schema import Config
@@ -165,22 +166,22 @@ def main() -> None:
 
     imports = import_seconds("distmtl.launch.ray_train", 3)
     ratio = statistics.median(ray_epochs) / statistics.median(torch_epochs)
-    print("\n| launcher | steady-state epoch (s, median) |\n|---|---|")
-    print(f"| torch.multiprocessing DDP ({backend}) | {statistics.median(torch_epochs):.3f} |")
-    print(f"| Ray Train | {statistics.median(ray_epochs):.3f} |")
-    print(f"| **Ray / torch** | **{ratio:.3f}×** |")
+    print("\n" + tabulate([[f"torch.multiprocessing DDP ({backend})", f"{statistics.median(torch_epochs):.3f}"],
+                           ["Ray Train", f"{statistics.median(ray_epochs):.3f}"],
+                           ["**Ray / torch**", f"**{ratio:.3f}×**"]],
+                          ["launcher", "steady-state epoch (s, median)"], tablefmt="github", disable_numparse=True))
     median = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
-    print("\n| fixed cost of one Ray Train run | seconds (median) |\n|---|---|")
     rows = [("Ray start (ray.init, local cluster)", "ray_start"),
             ("fit() → last worker process started (controller, placement group, actor launch)", "to_worker_processes"),
             ("worker process start → user code (imports, actor set-up, process group)", "worker_setup")]
     rows += [(f"engine: {p.replace('_', ' ')}", p) for p in STARTUP_PHASES]
-    for label, key in rows:
-        print(f"| {label} | {median[key]:.2f} |")
-    print(f"| **first training step after fit()** | **{median['first_step_after_fit']:.2f}** |")
-    print(f"| for scale: importing distmtl.launch.ray_train in a fresh interpreter | {imports:.2f} |")
-    print(f"| for scale: torch process group ({backend}), measured in the torch run "
-          f"| {statistics.median(groups):.2f} |")
+    cells = [[label, f"{median[key]:.2f}"] for label, key in rows]
+    cells += [["**first training step after fit()**", f"**{median['first_step_after_fit']:.2f}**"],
+              ["for scale: importing distmtl.launch.ray_train in a fresh interpreter", f"{imports:.2f}"],
+              [f"for scale: torch process group ({backend}), measured in the torch run",
+               f"{statistics.median(groups):.2f}"]]
+    print("\n" + tabulate(cells, ["fixed cost of one Ray Train run", "seconds (median)"], tablefmt="github",
+                          disable_numparse=True))
     print(json.dumps({"ray_vs_torch_ddp": round(ratio, 3), "first_step_s": round(median["first_step_after_fit"], 2),
                       "ray_start_s": round(median["ray_start"], 2),
                       "to_worker_processes_s": round(median["to_worker_processes"], 2),

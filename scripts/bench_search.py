@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 import yaml
+from tabulate import tabulate
 
 from distmtl.config.loading import parse_set_args
 from distmtl.engine import DistContext, train
@@ -213,12 +214,15 @@ def summary(rows: list[dict[str, Any]]) -> tuple[float, float, int]:
 
 
 def print_table(title: str, baseline: str, method: str, score: str, rows: list[dict[str, Any]]) -> None:
-    print(f"\n{title}\n| problem | seed | {baseline}: final {score} (epochs to it, of total) | {method}: epochs to it "
-          f"(of its total) | {method}: final {score} | ratio |\n|---|---|---|---|---|---|")
+    cells = []
     for r in rows:
         reached = r["epochs"] if r["reached"] else "not reached"
-        print(f"| {r['problem']} | {r['seed']} | {r['target']:.4f} ({r['baseline_epochs']} of {r['baseline_total']}) "
-              f"| {reached} ({r['total']}) | {r['best']:.4f} | {r['ratio']:.2f} |")
+        cells.append([r["problem"], str(r["seed"]),
+                      f"{r['target']:.4f} ({r['baseline_epochs']} of {r['baseline_total']})",
+                      f"{reached} ({r['total']})", f"{r['best']:.4f}", f"{r['ratio']:.2f}"])
+    print(f"\n{title}\n" + tabulate(cells, ["problem", "seed", f"{baseline}: final {score} (epochs to it, of total)",
+                                            f"{method}: epochs to it (of its total)", f"{method}: final {score}",
+                                            "ratio"], tablefmt="github", disable_numparse=True))
     for problem in dict.fromkeys(r["problem"] for r in rows):
         mean, std, reached = summary([r for r in rows if r["problem"] == problem])
         n = sum(r["problem"] == problem for r in rows)

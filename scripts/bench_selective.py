@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
+from tabulate import tabulate
 
 from distmtl.config.loading import load_config
 from distmtl.config.schema import ARCHITECTURE
@@ -171,29 +172,31 @@ def main() -> None:
     print(f"machine: {describe(device)}")
     print(f"\n### Cost: {args.samples} images 3×32×32 per epoch, batch {args.batch_size}, fully connected branches, "
           f"{args.epochs} timed epochs (steps rotate between modes), {clock} clock\n")
-    print("| tasks | step without capture (ms) | per-task calls: capture / epoch | controller: capture / epoch "
-          "| decision / epoch | controller: capture + decision / epoch |")
-    print("|---|---|---|---|---|---|")
     headline: dict[str, float] = {}
+    table = []
     for k in args.tasks:
         c = cost(k, args, device)
         epoch = c["step"] * c["batches"]
-        print(f"| {k} | {c['step'] * 1e3:.1f} | {c['per-task calls'] / c['step']:.1%} "
-              f"| {c['controller'] / c['step']:.1%} "
-              f"| {c['decision'] / epoch:.2%} | {c['controller'] / c['step'] + c['decision'] / epoch:.1%} |")
+        table.append([str(k), f"{c['step'] * 1e3:.1f}", f"{c['per-task calls'] / c['step']:.1%}",
+                      f"{c['controller'] / c['step']:.1%}", f"{c['decision'] / epoch:.2%}",
+                      f"{c['controller'] / c['step'] + c['decision'] / epoch:.1%}"])
         headline[f"capture_fraction_{k}"] = round(c["controller"] / c["step"], 4)
         headline[f"capture_fraction_{k}_per_task_calls"] = round(c["per-task calls"] / c["step"], 4)
         headline[f"decision_fraction_{k}"] = round(c["decision"] / epoch, 4)
+    print(tabulate(table, ["tasks", "step without capture (ms)", "per-task calls: capture / epoch",
+                           "controller: capture / epoch", "decision / epoch", "controller: capture + decision / epoch"],
+                   tablefmt="github", disable_numparse=True))
     print(f"\n### Grouping on the generator ({CONFIG.name}{', quick: 1500 samples, 6 epochs' if args.quick else ''})\n")
-    print("| seed | decisions with the same groups (controller vs per-task calls) | max relative difference of "
-          "the epoch sums | groups found | ARI vs construction |")
-    print("|---|---|---|---|---|")
-    scores, agreed, decisions = [], 0, 0
+    scores, agreed, decisions, table = [], 0, 0, []
     for seed in args.seeds:
         r = grouping(seed, args)
         scores.append(r["ari"])
         agreed, decisions = agreed + r["agreed"], decisions + r["decisions"]
-        print(f"| {seed} | {r['agreed']}/{r['decisions']} | {r['max_rel_diff']:.1e} | {r['groups']} | {r['ari']:.2f} |")
+        table.append([str(seed), f"{r['agreed']}/{r['decisions']}", f"{r['max_rel_diff']:.1e}", str(r["groups"]),
+                      f"{r['ari']:.2f}"])
+    print(tabulate(table, ["seed", "decisions with the same groups (controller vs per-task calls)",
+                           "max relative difference of the epoch sums", "groups found", "ARI vs construction"],
+                   tablefmt="github", disable_numparse=True))
     headline.update({"groups_agree": f"{agreed}/{decisions}", "ari_mean": round(float(np.mean(scores)), 3)})
     print()
     print(json.dumps(headline))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psutil
 from mlflow.tracking import MlflowClient
+from tabulate import tabulate
 
 from distmtl.machine import describe
 
@@ -150,10 +151,7 @@ def main() -> None:
         sys.exit("the uninterrupted baseline run failed:\n" + "\n".join(line for _, line in baseline.lines[-20:]))
     print(f"baseline: {training:.1f} s from the first worker to the end; {epoch_seconds:.1f} s per epoch", flush=True)
 
-    print("| run | killed | after (s) | epoch in progress | resumed at epoch | epochs lost | recover (s) | exit | "
-          "epochs logged | max |Δ| test | recovered |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    rows = []
+    rows, table = [], []
     for i in range(args.runs):
         directory = root / f"run{i}"
         directory.mkdir()
@@ -183,9 +181,12 @@ def main() -> None:
         ok = (run.process.returncode == 0 and status == "FINISHED" and epochs == list(range(args.epochs))
               and delta <= args.tolerance)
         rows.append({"recovered": ok, "lost": lost, "recover_s": recover, "delta": delta})
-        print(f"| {i} | {victim} | {delay:.1f} | {in_progress} | {resumed_at if resumed else '-'} | {lost} | "
-              f"{recover:.1f} | {run.process.returncode} | {epochs} | {delta:.2g} | {'yes' if ok else 'NO'} |",
-              flush=True)
+        table.append([str(i), victim, f"{delay:.1f}", str(in_progress), str(resumed_at) if resumed else "-", str(lost),
+                      f"{recover:.1f}", str(run.process.returncode), str(epochs), f"{delta:.2g}",
+                      "yes" if ok else "NO"])
+    print(tabulate(table, ["run", "killed", "after (s)", "epoch in progress", "resumed at epoch", "epochs lost",
+                           "recover (s)", "exit", "epochs logged", "max |Δ| test", "recovered"],
+                   tablefmt="github", disable_numparse=True), flush=True)
 
     recovered = sum(r["recovered"] for r in rows)
     times = [r["recover_s"] for r in rows if r["recover_s"] == r["recover_s"]]

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from tabulate import tabulate
+
 from distmtl.machine import describe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -325,10 +327,9 @@ def machine_line(chromium: str | None) -> str:
 
 
 def markdown(checks: list[Check]) -> str:
-    rows = ["| page | check | expected | found (rendered page) | ok |", "|---|---|---|---|---|"]
-    rows += [f"| {c.page} | {c.name} | {c.expected} | {html.escape(c.found)} | {'yes' if c.ok else 'NO'} |"
-             for c in checks]
-    return "\n".join(rows)
+    rows = [[c.page, c.name, c.expected, html.escape(c.found), "yes" if c.ok else "NO"] for c in checks]
+    return tabulate(rows, ["page", "check", "expected", "found (rendered page)", "ok"], tablefmt="github",
+                    disable_numparse=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import numpy as np
+from tabulate import tabulate
 
 from distmtl.config import load_yaml
 from distmtl.data.sources import check_targets
@@ -202,26 +203,29 @@ def _markdown(dataset: str, table: list[dict], results: dict, best: str, sigma: 
               f"no trained grouping is within {BUDGET} of independent networks' parameters at this size: chosen "
               "among all")
     lines = [f"**{dataset}: which tasks to train together** ({len(seeds[0].groupings)} trained groupings per seed; "
-             f"{budget}; best grouping by mean measured Δm: {best}, σ = {sigma:.2f} points)", "",
-             "| signal | Spearman ρ | regret (Δm points) | within σ of the best | ARI vs construction | ARI vs best "
-             "| cost (trial-epochs) | exhaustive (trial-epochs) |", "|---|---|---|---|---|---|---|---|"]
+             f"{budget}; best grouping by mean measured Δm: {best}, σ = {sigma:.2f} points)", ""]
+    signal_rows = []
     for row in table:
         within = "" if row["within_sigma"] is None else f"{row['within_sigma']} of {row['n']}"
-        lines.append(f"| {row['signal']} | {row['spearman'].cell(3)} | {row['regret'].cell(2)} | {within} | "
-                     f"{row['ari_construction'].cell(3) if construction else ''} | {row['ari_best'].cell(3)} | "
-                     f"{row['cost'].cell(1)} | {row['exhaustive'].cell(0)} |")
+        signal_rows.append([row["signal"], row["spearman"].cell(3), row["regret"].cell(2), within,
+                            row["ari_construction"].cell(3) if construction else "", row["ari_best"].cell(3),
+                            row["cost"].cell(1), row["exhaustive"].cell(0)])
+    lines.append(tabulate(signal_rows, ["signal", "Spearman ρ", "regret (Δm points)", "within σ of the best",
+                                        "ARI vs construction", "ARI vs best", "cost (trial-epochs)",
+                                        "exhaustive (trial-epochs)"], tablefmt="github", disable_numparse=True))
     lines += ["", f"n = {n} seeds. Per grouping, measured Δm against independent networks (%) and each signal's "
-              "predicted score, mean ± std:", "",
-              "| grouping | Δm (%) | " + " | ".join(f"{s} score" for s in SIGNAL_NAMES) + " |",
-              "|---|---|" + "---|" * len(SIGNAL_NAMES)]
+              "predicted score, mean ± std:", ""]
     from distmtl.evaluation.statistics import summarize
     from distmtl.sharing.choose import score
 
     names = fixed_groupings(seeds)
+    grouping_rows = []
     for name in sorted(names, key=lambda m: -np.mean([s.delta_m[m] for s in seeds])):
         cells = [summarize([score(s.matrices[sig], s.tasks, s.groupings[name]) for s in seeds]).cell(4)
                  for sig in SIGNAL_NAMES]
-        lines.append(f"| {name} | {summarize([s.delta_m[name] for s in seeds]).cell(2)} | " + " | ".join(cells) + " |")
+        grouping_rows.append([name, summarize([s.delta_m[name] for s in seeds]).cell(2), *cells])
+    lines.append(tabulate(grouping_rows, ["grouping", "Δm (%)", *(f"{s} score" for s in SIGNAL_NAMES)],
+                          tablefmt="github", disable_numparse=True))
     for signal, found in results.items():
         lines.append("")
         lines.append(f"{signal} chose, per seed: " + "; ".join(grouping_name(r.chosen) for r in found))
