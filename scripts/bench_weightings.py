@@ -135,10 +135,11 @@ def main() -> None:
     print(f"\nMachine: {describe(torch.device('cpu'))}; {args.rounds} round(s), "
           f"{'quick' if args.quick else 'full'} size\n")
     print(tabulate(rows, headers=["K", "workers", "method", "kind", "ms / step", "× fixed", "KiB sent / step"],
-                   tablefmt="github"))
+                   tablefmt="github", disable_numparse=True))
     exact = {m: gap for m, (gap, _) in gaps.items() if m != "graddrop"}
     print("\n" + tabulate([[m, f"{gap:.1e}", same] for m, (gap, same) in gaps.items()],
-                          headers=["method", "max |2 ranks − union|", "ranks identical"], tablefmt="github"))
+                          headers=["method", "max \\|2 ranks − union\\|", "ranks identical"], tablefmt="github",
+                          disable_numparse=True))
     print(json.dumps({"methods": len(methods), "max_step_ratio_k3": round(max(ratios[(3, 1, m)] for m in methods), 3),
                       "ddp_exact_max_abs_diff": max(exact.values())}))
 

@@ -185,7 +185,7 @@ def main() -> None:
                       f"{recover:.1f}", str(run.process.returncode), str(epochs), f"{delta:.2g}",
                       "yes" if ok else "NO"])
     print(tabulate(table, ["run", "killed", "after (s)", "epoch in progress", "resumed at epoch", "epochs lost",
-                           "recover (s)", "exit", "epochs logged", "max |Δ| test", "recovered"],
+                           "recover (s)", "exit", "epochs logged", "max \\|Δ\\| test", "recovered"],
                    tablefmt="github", disable_numparse=True), flush=True)
 
     recovered = sum(r["recovered"] for r in rows)
