@@ -181,6 +181,7 @@ def main() -> None:
         ok = (run.process.returncode == 0 and status == "FINISHED" and epochs == list(range(args.epochs))
               and delta <= args.tolerance)
         rows.append({"recovered": ok, "lost": lost, "recover_s": recover, "delta": delta})
+        print(f"run {i}: killed {victim} after {delay:.1f} s, {'recovered' if ok else 'NOT recovered'}", flush=True)
         table.append([str(i), victim, f"{delay:.1f}", str(in_progress), str(resumed_at) if resumed else "-", str(lost),
                       f"{recover:.1f}", str(run.process.returncode), str(epochs), f"{delta:.2g}",
                       "yes" if ok else "NO"])
