@@ -116,10 +116,13 @@ def register_trial_model(tracking_uri: str, experiment: str, trial_id: str, name
                            "model (its trial saved no best epoch)")
     model_id = max(outputs, key=lambda o: o.step).model_id
     model_uri = f"models:/{model_id}"
-    try:  # through this store's client: mlflow.register_model would need the process-wide tracking URI set
+    # Through this store's client, with the model's artifact location as the source: MLflow resolves a models:/
+    # source (and mlflow.register_model its URI) in the process-wide tracking store, which may be another one.
+    try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-    version = client.create_model_version(name, model_uri, run_id=runs[0].info.run_id, model_id=model_id)
+    location = client.get_logged_model(model_id).artifact_location
+    version = client.create_model_version(name, location, run_id=runs[0].info.run_id, model_id=model_id)
     return model_uri, str(version.version)
