@@ -53,7 +53,7 @@ class CountingContext(DistContext):
         return super().broadcast(tensor)
 
 
-def counting_hook(state: None, bucket) -> torch.futures.Future[torch.Tensor]:
+def counting_hook(state: None, bucket):  # unannotated: DDP rejects a string return annotation
     """DDP's default all-reduce, counting each bucket's bytes."""
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
