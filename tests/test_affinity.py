@@ -270,6 +270,7 @@ def test_bad_budgets_and_configs_are_one_line_errors_before_ray_starts(args, mes
 
 # --- in the engine -----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_measuring_affinity_leaves_training_as_it_was(tmp_path) -> None:
     """Same weights bit for bit with and without the probe (it touches no parameter, buffer, optimizer state or
     random stream); the run reports the matrices, the overhead and stores the heat-map record every epoch."""
@@ -294,6 +295,7 @@ def test_measuring_affinity_leaves_training_as_it_was(tmp_path) -> None:
     assert all(torch.equal(states[0][k], states[2][k]) for k in states[0])
 
 
+@pytest.mark.slow
 def test_selective_sharing_merges_on_affinity_and_records_each_merge() -> None:
     """Under criterion affinity the decision reads the probe's matrices (measured only while grouping) and every merge
     leaves a record of the merged tasks' losses before and after it."""

@@ -50,6 +50,7 @@ def test_the_baseline_file_round_trips_and_bad_files_are_refused_in_one_line(tmp
         check_config(small_config(**{"train.selection_metric": "val/delta_m"}))
 
 
+@pytest.mark.slow
 def test_single_task_baselines_then_a_run_and_a_space_ranked_by_delta_m(tmp_path, monkeypatch, capsys):
     """`distmtl baseline --single-task` trains each task alone and writes the file (refusing to replace it without
     --force); a multi-task run pointed at it reports Δm exactly as the formula gives from its own metrics, may select

@@ -72,6 +72,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
             assert resumed[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
 
 
+@pytest.mark.slow
 def test_selection_mode_overrides_the_metrics_direction():
     """val/loss improves downwards; with ``selection_mode: max`` the best epoch is the one of highest validation
     loss instead, and the test metrics are that epoch's (here the first: a one-epoch run's test metrics, which a
